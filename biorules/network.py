@@ -1,0 +1,253 @@
+"""Leaky rate RNN (spec §1): parameters, gain-controlled initial connectivity, one pure step.
+
+a-form (default):
+
+    a_t = (1 − α) a_{t−1} + α (W h_{t−1} + U x_t + b),    h_t = φ(a_t),    y_t = V h_t + c
+
+with α = dt/τ and a_0 = 0. Every initial scheme gives W an entry variance g²/N, so its bulk
+spectral radius is ≈ g (exactly g for ``orthogonal``); ``U ~ N(0, 1/n_in)``, ``V ~ N(0, 1/N)``,
+``b = c = 0``. W is drawn from its own seeded stream and only scaled by g, so networks with the same
+seed and different gains share their random matrix Z.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from biorules import activations
+from biorules.errors import InputError
+
+INITS = ("gaussian", "orthogonal", "sparse", "dale")
+
+
+@dataclass(frozen=True)
+class NetworkParams:
+    """Rate network configuration (spec §1). Units in brackets are the xarray ``units`` attrs."""
+
+    n: int = 200
+    """N, number of recurrent units [1]."""
+    alpha: float = 0.2
+    """α = dt/τ, leak per step [1]."""
+    nonlinearity: str = "tanh"
+    """φ: ``tanh``, ``retanh`` or ``relu``."""
+    gain: float = 1.0
+    """g, std scale of W·√N [1]."""
+    init: str = "gaussian"
+    """Initial connectivity scheme: ``gaussian``, ``orthogonal``, ``sparse`` or ``dale``."""
+    sparsity: float = 0.1
+    """p, connection probability of the ``sparse`` scheme [1]."""
+    n_in: int = 3
+    """Number of input channels [1]."""
+    n_out: int = 3
+    """Number of readout units [1]."""
+    seed: int = 0
+    """Master seed of W, U and V (independent streams)."""
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise InputError(f"n must be a positive number of units, got {self.n}")
+        if not 0.0 < self.alpha <= 1.0:
+            raise InputError(f"alpha must lie in (0, 1], got {self.alpha}")
+        if not (self.gain >= 0.0 and math.isfinite(self.gain)):
+            raise InputError(f"gain must be a finite non-negative number, got {self.gain}")
+        if self.init not in INITS:
+            raise InputError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
+        if not 0.0 < self.sparsity <= 1.0:
+            raise InputError(f"sparsity must lie in (0, 1], got {self.sparsity}")
+        if self.n_in < 0 or self.n_out < 0:
+            raise InputError("n_in and n_out must be non-negative")
+        activations.get(self.nonlinearity)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The parameters as flat attrs for an xarray object."""
+        return asdict(self)
+
+
+class RateWeights(NamedTuple):
+    """Weights of a rate network, float64 numpy arrays; ``mask`` is the fixed sparse mask or None."""
+
+    W: np.ndarray  # (N, N) recurrent, row = postsynaptic
+    U: np.ndarray  # (N, n_in) input
+    b: np.ndarray  # (N,) bias
+    V: np.ndarray  # (n_out, N) readout
+    c: np.ndarray  # (n_out,) readout bias
+    mask: np.ndarray | None = None  # (N, N) 0/1 mask of the sparse scheme
+
+
+def _streams(seed: int) -> tuple[np.random.Generator, ...]:
+    """Independent generators for W, U, V (and the sparse mask) from one master seed."""
+    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
+
+
+def recurrent_weights(params: NetworkParams) -> tuple[np.ndarray, np.ndarray | None]:
+    """W of ``params.init`` with entry variance g²/N, and the sparse mask (or None)."""
+    n, g = params.n, params.gain
+    rng_w, _, _, rng_m = _streams(params.seed)
+    z = rng_w.standard_normal((n, n))
+    if params.init == "gaussian":
+        return g * z / math.sqrt(n), None
+    if params.init == "orthogonal":
+        q, r = np.linalg.qr(z)
+        return g * q * np.sign(np.diag(r)), None  # Haar (Mezzadri 2007)
+    if params.init == "sparse":
+        mask = (rng_m.random((n, n)) < params.sparsity).astype(np.float64)
+        return g * mask * z / math.sqrt(params.sparsity * n), mask
+    return _dale(z, g), None
+
+
+def _dale(z: np.ndarray, g: float) -> np.ndarray:
+    """Balanced excitatory/inhibitory W (Rajan & Abbott 2006) with exactly zero row sums."""
+    n = z.shape[0]
+    n_e = int(round(0.8 * n))
+    n_i = n - n_e
+    if n_i == 0 or n_e == 0:
+        raise InputError(f"dale init needs both excitatory and inhibitory units; n={n} is too small")
+    ratio = n_e / n_i
+    c_e = g / math.sqrt((1.0 - 2.0 / math.pi) * (n_e + ratio**2 * n_i))
+    w = np.abs(z)
+    w[:, :n_e] *= c_e
+    w[:, n_e:] *= -c_e * ratio
+    exc = w[:, :n_e].sum(axis=1)
+    inh = -w[:, n_e:].sum(axis=1)
+    w[:, n_e:] *= (exc / inh)[:, None]  # rescale inhibition so each row sums to zero
+    return w
+
+
+def build_weights(params: NetworkParams) -> RateWeights:
+    """Seeded W, U, b, V, c of a network (spec §1, "Initial connectivity", "Other parameters")."""
+    W, mask = recurrent_weights(params)
+    _, rng_u, rng_v, _ = _streams(params.seed)
+    U = rng_u.standard_normal((params.n, params.n_in)) / math.sqrt(max(params.n_in, 1))
+    V = rng_v.standard_normal((params.n_out, params.n)) / math.sqrt(params.n)
+    return RateWeights(W, U, np.zeros(params.n), V, np.zeros(params.n_out), mask)
+
+
+class RateState(NamedTuple):
+    """State of the a-form network: pre-activation ``a`` and rate ``h = φ(a)``, shape (..., N)."""
+
+    a: Any
+    h: Any
+
+
+def rate_step(
+    state: RateState, x: Any, W: Any, U: Any, b: Any, alpha: float, phi: Callable[[Any], Any]
+) -> RateState:
+    """One a-form step, a_t = (1−α)a_{t−1} + α(W h_{t−1} + U x_t + b); numpy or torch, batched.
+
+    ``x`` may be None (autonomous); states are (..., N) with the unit axis last.
+    """
+    drive = state.h @ W.T + b
+    if x is not None:
+        drive = drive + x @ U.T
+    a = (1.0 - alpha) * state.a + alpha * drive
+    return RateState(a, phi(a))
+
+
+def initial_state(batch_shape: tuple[int, ...], n: int, phi: Callable[[Any], Any], like: Any = None) -> RateState:
+    """a_0 = 0, h_0 = φ(0), as numpy (or torch, when ``like`` is a tensor)."""
+    if like is not None and not isinstance(like, np.ndarray):
+        import torch
+
+        a = torch.zeros((*batch_shape, n), dtype=like.dtype, device=like.device)
+    else:
+        a = np.zeros((*batch_shape, n))
+    return RateState(a, phi(a))
+
+
+def simulate(
+    step: Callable[[RateState, Any], RateState],
+    state: RateState,
+    inputs: Any = None,
+    steps: int | None = None,
+) -> tuple[RateState, list[RateState]]:
+    """The one time loop: apply ``step(state, x_t)`` over ``inputs`` (T, ...) or ``steps`` times.
+
+    Returns the final state and every step's state (a_1..a_T), for numpy and torch alike.
+    """
+    if inputs is None and steps is None:
+        raise ValueError("simulate needs inputs or a number of steps")
+    n_steps = len(inputs) if inputs is not None else steps
+    states = []
+    for t in range(n_steps):
+        state = step(state, None if inputs is None else inputs[t])
+        states.append(state)
+    return state, states
+
+
+def trajectory(
+    weights: RateWeights,
+    params: NetworkParams,
+    inputs: np.ndarray | None = None,
+    steps: int | None = None,
+    a0: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pre-activations a_1..a_T (T, ..., N) of the numpy network, autonomous or driven by (T, ..., n_in)."""
+    phi = activations.get(params.nonlinearity).phi
+    if a0 is None:
+        batch = () if inputs is None else inputs.shape[1:-1]
+        state = initial_state(batch, params.n, phi)
+    else:
+        state = RateState(a0, phi(a0))
+    W, U, b = weights.W, weights.U, weights.b
+
+    def step(s: RateState, x: Any) -> RateState:
+        return rate_step(s, x, W, U, b, params.alpha, phi)
+
+    _, states = simulate(step, state, inputs, steps)
+    return np.stack([s.a for s in states])
+
+
+def _torch_module():
+    import torch
+    from torch import nn
+
+    class RateRNN(nn.Module):
+        """Trainable a-form rate RNN; a thin shell around :func:`rate_step` and :func:`simulate`.
+
+        ``forward(x[T, B, n_in], state=None)`` returns ``(y[T, B, n_out], final_state)``, and with
+        ``record_states=True`` also the stacked pre-activations a_1..a_T.
+        """
+
+        def __init__(self, params: NetworkParams, dtype: torch.dtype = torch.float32):
+            super().__init__()
+            self.params = params
+            self.nl = activations.get(params.nonlinearity)
+            w = build_weights(params)
+            as_param = lambda v: nn.Parameter(torch.as_tensor(v, dtype=dtype))  # noqa: E731
+            self.W, self.U, self.b = as_param(w.W), as_param(w.U), as_param(w.b)
+            self.V, self.c = as_param(w.V), as_param(w.c)
+            self.register_buffer("mask", None if w.mask is None else torch.as_tensor(w.mask, dtype=dtype))
+
+        def initial_state(self, batch: int) -> RateState:
+            return initial_state((batch,), self.params.n, self.nl.phi, like=self.W)
+
+        def step(self, state: RateState, x: Any) -> RateState:
+            return rate_step(state, x, self.W, self.U, self.b, self.params.alpha, self.nl.phi)
+
+        def readout(self, h: torch.Tensor) -> torch.Tensor:
+            return h @ self.V.T + self.c
+
+        def forward(self, x: torch.Tensor, state: RateState | None = None, record_states: bool = False):
+            state = self.initial_state(x.shape[1]) if state is None else state
+            final, states = simulate(self.step, state, x)
+            h = torch.stack([s.h for s in states])
+            y = self.readout(h)
+            if record_states:
+                return y, final, torch.stack([s.a for s in states])
+            return y, final
+
+    return RateRNN
+
+
+def __getattr__(name: str):
+    # RateRNN is built on first access so that importing biorules.network does not import torch.
+    if name == "RateRNN":
+        cls = _torch_module()
+        globals()["RateRNN"] = cls
+        return cls
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""The ``biorules`` command line: click commands that parse, call a library function, print."""
