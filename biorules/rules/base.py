@@ -1,0 +1,34 @@
+"""The one interface every learning rule implements (spec §3, "Shared").
+
+A rule turns one batch of trials into parameter gradients. Gradients are summed over the trial and
+averaged over the batch (the task's loss does both), then handed to the task optimiser by
+``biorules.train``. The readout (V, c) gets its exact local gradient under every rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import torch
+
+
+class GradResult(NamedTuple):
+    """What one rule step returns."""
+
+    grads: dict[str, torch.Tensor]
+    """Gradient per parameter name of the model (``W``, ``U``, ``b``, ``V``, ``c``, ...)."""
+    y: torch.Tensor
+    """Network outputs y_1..y_T, shape (T, B, n_out), detached."""
+    loss: torch.Tensor
+    """Scalar task loss ℒ of this batch, detached."""
+
+
+class Rule(Protocol):
+    """A learning rule: ``name`` as on the CLI, ``models`` it is defined for, one gradient step."""
+
+    name: str
+    models: tuple[str, ...]  # e.g. ("rate",), ("rate", "lif")
+
+    def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
+        """Gradients of the task loss on ``batch`` (a task batch with x, target, mask) for ``model``."""
+        ...
