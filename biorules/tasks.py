@@ -1,0 +1,426 @@
+"""Seeded, batched trial generators (spec §2): ``2af``, ``dms``, ``cxt``, ``xor`` and ``sine``.
+
+Every task gives inputs x[T, B, n_in] (float64), a target and a loss mask m[T, B]:
+
+- Classification (``2af``, ``dms``, ``cxt``): n_out = 3 logits (fixate, choice 1, choice 2); the
+  label k_t is 0 before the decision period and the true class in it. The loss is
+  ℒ = (1/(n_b n_m)) Σ_b Σ_t m_t CE(softmax y_t, k_t), with m_t = 1 on decision steps
+  (``loss_periods="decision"``, default) or on every step (``"all"``). Accuracy: average the
+  logits over the decision steps, argmax over the two choice logits, compare with the true choice.
+- ``xor`` (delayed XOR, in steps): bits s_t ~ Bernoulli(½), target y*_t = s_{t−d} ⊕ s_{t−2d},
+  BCE with logits on t ≥ 2d (0-indexed); accuracy = fraction of loss steps with 1[σ(y_t) ≥ ½] = y*_t.
+- ``sine``: a unit pulse during the first 100 ms, target y*_t = A sin(2π f t dt); MSE
+  ℒ = (1/(n_b n_m n_out)) Σ m_t ‖y_t − y*_t‖² after the pulse; metric R² = 1 − SSE/SS_tot.
+
+Durations are in ms and rounded to multiples of dt; 0 ms periods are omitted. Input noise follows
+neurogym: σ_s = σ/√(dt/1 ms), added to stimulus channels in stimulus periods only. The fixation
+channel is 1 before the decision period and 0 in it. The definitions follow neurogym's
+``PerceptualDecisionMaking``, ``DelayMatchSample`` and ``ContextDecisionMaking`` with dim_ring = 2
+(explicit-context variant); neurogym itself is not a dependency (its pins clash with ours).
+
+Each ``batch(n_batch, seed)`` draws from ``numpy.random.default_rng(seed)`` only: no global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from biorules.errors import InputError
+
+TASKS = ("2af", "dms", "cxt", "xor", "sine")
+LOSS_PERIODS = ("decision", "all")
+
+
+class TaskBatch(NamedTuple):
+    """One batch of trials (numpy). Shapes use T = n_steps, B = n_batch."""
+
+    x: np.ndarray
+    """Inputs (T, B, n_in), float64."""
+    target: np.ndarray
+    """Classification: labels (T, B), int64 (0 = fixate); xor/sine: (T, B, n_out) float64."""
+    mask: np.ndarray
+    """Loss mask m_t (T, B), float64 (1 on loss steps)."""
+    decision: np.ndarray
+    """Steps scored by the metric (T, B), bool (decision period; the loss steps for xor/sine)."""
+    trials: dict[str, np.ndarray]
+    """Trial variables, each (B,): e.g. ``choice`` (1 or 2), ``coherence`` [%]."""
+
+
+def _steps(ms: float, dt: float) -> int:
+    """A duration in ms rounded to a whole number of steps of dt ms."""
+    return int(round(ms / dt))
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+@dataclass(frozen=True)
+class Task:
+    """Common fields of every task. ``dt`` and ``tau`` in ms; ``alpha = dt/tau``."""
+
+    name: str
+    n_in: int
+    n_out: int
+    n_steps: int
+    dt: float = 20.0
+    tau: float = 100.0
+
+    @property
+    def alpha(self) -> float:
+        """α = dt/τ of the network that runs this task."""
+        return self.dt / self.tau
+
+    def batch(self, n_batch: int, seed: int) -> TaskBatch:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, y: Any, batch: TaskBatch) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def accuracy(self, y: Any, batch: TaskBatch) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def oracle(self, batch: TaskBatch) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_attrs(self) -> dict[str, Any]:
+        """Task settings as flat attrs (prefixed ``task_``); periods become ``name:ms,...``."""
+        out: dict[str, Any] = {}
+        for k, v in self.__dict__.items():
+            if isinstance(v, tuple) and v and isinstance(v[0], tuple):
+                v = ",".join(f"{p}:{d}" for p, d in v)
+            elif isinstance(v, tuple):
+                v = [float(c) for c in v]
+            out[f"task_{k}"] = v
+        return out
+
+
+def _check_batch(n_batch: int) -> None:
+    if int(n_batch) < 1:
+        raise InputError(f"a batch needs at least one trial, got {n_batch}")
+
+
+def _as_numpy(y: Any) -> np.ndarray:
+    if isinstance(y, np.ndarray):
+        return y
+    return y.detach().cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------------
+# classification tasks
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassificationTask(Task):
+    """A two-choice task with a fixation output: ``periods`` are (name, ms) in order."""
+
+    periods: tuple[tuple[str, float], ...] = ()
+    sigma: float = 1.0
+    """σ of the input noise before the √dt scaling [1]."""
+    loss_periods: str = "decision"
+    period_steps: tuple[tuple[str, int], ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        if self.loss_periods not in LOSS_PERIODS:
+            raise InputError(f"loss_periods must be one of {', '.join(LOSS_PERIODS)}, got {self.loss_periods!r}")
+        if self.sigma < 0:
+            raise InputError(f"sigma must be non-negative, got {self.sigma}")
+        steps = tuple((p, _steps(ms, self.dt)) for p, ms in self.periods if _steps(ms, self.dt) > 0)
+        if dict(steps).get("decision", 0) < 1:
+            raise InputError(f"task {self.name} needs a decision period of at least one step (dt = {self.dt} ms)")
+        object.__setattr__(self, "period_steps", steps)
+        object.__setattr__(self, "n_steps", sum(n for _, n in steps))
+
+    @property
+    def sigma_s(self) -> float:
+        """Per-step noise σ_s = σ/√(dt/1 ms)."""
+        return self.sigma / math.sqrt(self.dt)
+
+    def period(self, name: str) -> slice:
+        """Step indices of the period ``name`` (an empty slice when it is omitted)."""
+        start = 0
+        for p, n in self.period_steps:
+            if p == name:
+                return slice(start, start + n)
+            start += n
+        return slice(0, 0)
+
+    def _frame(self, n_batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Empty inputs with the fixation channel, the decision mask and the loss mask."""
+        T = self.n_steps
+        x = np.zeros((T, n_batch, self.n_in))
+        dec = np.zeros((T, n_batch), dtype=bool)
+        dec[self.period("decision")] = True
+        x[:, :, 0] = (~dec).astype(np.float64)
+        mask = dec.astype(np.float64) if self.loss_periods == "decision" else np.ones((T, n_batch))
+        return x, dec, mask
+
+    def batch(self, n_batch: int, seed: int) -> TaskBatch:
+        """``n_batch`` trials drawn from ``default_rng(seed)``."""
+        _check_batch(n_batch)
+        rng = np.random.default_rng(seed)
+        x, dec, mask = self._frame(int(n_batch))
+        trials = self._fill(x, rng)
+        target = np.where(dec, trials["choice"][None, :], 0).astype(np.int64)
+        return TaskBatch(x, target, mask, dec, trials)
+
+    def _fill(self, x: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _noise(self, x: np.ndarray, period: str, channels: slice, rng: np.random.Generator) -> None:
+        s = self.period(period)
+        shape = x[s, :, channels].shape
+        x[s, :, channels] += self.sigma_s * rng.standard_normal(shape)
+
+    def loss(self, y: Any, batch: TaskBatch) -> Any:
+        """ℒ = Σ_b Σ_t m_t CE(softmax y_t, k_t) / Σ_b Σ_t m_t (= 1/(n_b n_m) Σ ... , spec §2)."""
+        torch = _torch()
+        target = torch.as_tensor(batch.target, device=y.device)
+        mask = torch.as_tensor(batch.mask, dtype=y.dtype, device=y.device)
+        ce = torch.nn.functional.cross_entropy(y.reshape(-1, y.shape[-1]), target.reshape(-1), reduction="none")
+        return (ce.reshape(mask.shape) * mask).sum() / mask.sum()
+
+    def accuracy(self, y: Any, batch: TaskBatch) -> float:
+        """Fraction of trials whose decision-averaged choice logits pick the true choice."""
+        y = _as_numpy(y)
+        dec = batch.decision.astype(np.float64)
+        mean = (y * dec[..., None]).sum(axis=0) / dec.sum(axis=0)[:, None]
+        pick = 1 + np.argmax(mean[:, 1:3], axis=1)
+        return float(np.mean(pick == batch.trials["choice"]))
+
+    def _oracle_logits(self, choice: np.ndarray) -> np.ndarray:
+        """Logits that fixate before the decision and report ``choice`` (B,) in it."""
+        T, B = self.n_steps, len(choice)
+        y = np.zeros((T, B, self.n_out))
+        dec = self.period("decision")
+        y[:, :, 0] = 10.0
+        y[dec, :, 0] = 0.0
+        y[dec, np.arange(B), choice] = 10.0
+        return y
+
+
+@dataclass(frozen=True)
+class TwoAFC(ClassificationTask):
+    """``2af``: evidence 0.5 ± c/200 for choice k ∈ {1, 2}, c ∈ ``coherences`` [%] (spec §2)."""
+
+    coherences: tuple[float, ...] = (0.0, 6.4, 12.8, 25.6, 51.2)
+
+    def _fill(self, x: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        B = x.shape[1]
+        choice = rng.integers(1, 3, size=B)
+        coh = np.asarray(self.coherences)[rng.integers(0, len(self.coherences), size=B)]
+        s = self.period("stimulus")
+        sign = np.where(choice == 1, 1.0, -1.0)
+        x[s, :, 1] = 0.5 + sign * coh / 200.0
+        x[s, :, 2] = 0.5 - sign * coh / 200.0
+        self._noise(x, "stimulus", slice(1, 3), rng)
+        return {"choice": choice, "coherence": coh}
+
+    def oracle(self, batch: TaskBatch) -> np.ndarray:
+        """Reports the true choice read from the batch (c = 0 trials carry no evidence, so no
+        policy on the inputs alone can score 1.0); it checks the metric and loss plumbing."""
+        return self._oracle_logits(batch.trials["choice"])
+
+
+@dataclass(frozen=True)
+class DelayMatchSample(ClassificationTask):
+    """``dms``: one-hot sample, delay, one-hot test (= sample on match, p = ½); 1 = match, 2 = non-match."""
+
+    def _fill(self, x: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        B = x.shape[1]
+        sample = rng.integers(0, 2, size=B)
+        match = rng.random(B) < 0.5
+        test = np.where(match, sample, 1 - sample)
+        for period, code in (("sample", sample), ("test", test)):
+            s = self.period(period)
+            x[s, np.arange(B), 1 + code] = 1.0
+            self._noise(x, period, slice(1, 3), rng)
+        return {"choice": np.where(match, 1, 2), "sample": sample + 1, "test": test + 1}
+
+    def oracle(self, batch: TaskBatch) -> np.ndarray:
+        """Compares the period-averaged sample and test codes in the inputs (noise 7σ below the gap)."""
+        x = batch.x
+        code = lambda p: np.sign(x[self.period(p), :, 1].mean(0) - x[self.period(p), :, 2].mean(0))  # noqa: E731
+        return self._oracle_logits(np.where(code("sample") == code("test"), 1, 2))
+
+
+@dataclass(frozen=True)
+class ContextDecision(ClassificationTask):
+    """``cxt``: two modalities with independent k_m and c_m; the context one-hot picks the one to report."""
+
+    coherences: tuple[float, ...] = (5.0, 15.0, 50.0)
+
+    def _fill(self, x: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        B = x.shape[1]
+        context = rng.integers(1, 3, size=B)
+        k = rng.integers(1, 3, size=(2, B))
+        coh = np.asarray(self.coherences)[rng.integers(0, len(self.coherences), size=(2, B))]
+        s = self.period("stimulus")
+        for m in range(2):
+            sign = np.where(k[m] == 1, 1.0, -1.0)
+            x[s, :, 1 + 2 * m] = 0.5 + sign * coh[m] / 200.0
+            x[s, :, 2 + 2 * m] = 0.5 - sign * coh[m] / 200.0
+        self._noise(x, "stimulus", slice(1, 5), rng)
+        x[:, np.arange(B), 4 + context] = 1.0  # context one-hot, whole trial, noiseless
+        choice = np.where(context == 1, k[0], k[1])
+        return {"choice": choice, "context": context, "choice_1": k[0], "choice_2": k[1],
+                "coherence_1": coh[0], "coherence_2": coh[1]}
+
+    def oracle(self, batch: TaskBatch) -> np.ndarray:
+        """Reads the context from its (noiseless) input channels and reports that modality's true
+        direction from the batch (5 % coherence is below the noise, so inputs alone cannot score 1.0)."""
+        context = 1 + np.argmax(batch.x[0, :, 5:7], axis=1)
+        k = np.where(context == 1, batch.trials["choice_1"], batch.trials["choice_2"])
+        return self._oracle_logits(k)
+
+
+# ------------------------------------------------------------------------------------------------
+# delayed XOR and sine generation
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DelayedXor(Task):
+    """``xor`` (Engelken 2023): y*_t = s_{t−d} ⊕ s_{t−2d}, BCE with logits on t ≥ 2d (spec §2)."""
+
+    delay: int = 10
+    """d [steps]."""
+
+    def __post_init__(self) -> None:
+        if self.delay < 1 or self.n_steps <= 2 * self.delay:
+            raise InputError(f"xor needs delay ≥ 1 and n_steps > 2·delay, got delay={self.delay}, n_steps={self.n_steps}")
+
+    def batch(self, n_batch: int, seed: int) -> TaskBatch:
+        _check_batch(n_batch)
+        rng = np.random.default_rng(seed)
+        T, d = self.n_steps, self.delay
+        bits = rng.integers(0, 2, size=(T, int(n_batch)))
+        target = np.zeros((T, int(n_batch), 1))
+        target[2 * d:, :, 0] = np.bitwise_xor(bits[d:T - d], bits[: T - 2 * d])
+        mask = np.zeros((T, int(n_batch)))
+        mask[2 * d:] = 1.0
+        return TaskBatch(bits[..., None].astype(np.float64), target, mask, mask.astype(bool), {})
+
+    def loss(self, y: Any, batch: TaskBatch) -> Any:
+        """Mean BCE with logits over the loss steps."""
+        torch = _torch()
+        target = torch.as_tensor(batch.target, dtype=y.dtype, device=y.device)
+        mask = torch.as_tensor(batch.mask, dtype=y.dtype, device=y.device)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(y, target, reduction="none")
+        return (bce.sum(-1) * mask).sum() / (mask.sum() * self.n_out)
+
+    def accuracy(self, y: Any, batch: TaskBatch) -> float:
+        y = _as_numpy(y)
+        right = ((y >= 0.0) == (batch.target >= 0.5)).all(-1)
+        return float(right[batch.decision].mean())
+
+    def oracle(self, batch: TaskBatch) -> np.ndarray:
+        """Computes s_{t−d} ⊕ s_{t−2d} from the input bits; logits ±10."""
+        s = batch.x[..., 0].astype(np.int64)
+        T, d = self.n_steps, self.delay
+        y = np.full((T, s.shape[1], 1), -10.0)
+        y[2 * d:, :, 0] = np.where(np.bitwise_xor(s[d:T - d], s[: T - 2 * d]) == 1, 10.0, -10.0)
+        return y
+
+
+@dataclass(frozen=True)
+class SineGeneration(Task):
+    """``sine``: after a unit pulse of ``pulse`` ms, produce A sin(2π f t dt) (spec §2)."""
+
+    frequency: float = 1.0
+    """f [Hz]."""
+    amplitude: float = 1.0
+    """A [1]."""
+    pulse: float = 100.0
+    """Pulse duration [ms]."""
+
+    def __post_init__(self) -> None:
+        if not 0 < _steps(self.pulse, self.dt) < self.n_steps:
+            raise InputError(f"sine needs a pulse shorter than the trial, got {self.pulse} ms of {self.n_steps} steps")
+
+    def batch(self, n_batch: int, seed: int) -> TaskBatch:
+        """Deterministic trials (``seed`` is accepted for a uniform interface)."""
+        _check_batch(n_batch)
+        T, B, p = self.n_steps, int(n_batch), _steps(self.pulse, self.dt)
+        x = np.zeros((T, B, 1))
+        x[:p] = 1.0
+        t = np.arange(T) * self.dt / 1000.0  # s
+        target = np.broadcast_to(
+            (self.amplitude * np.sin(2 * np.pi * self.frequency * t))[:, None, None], (T, B, 1)
+        ).copy()
+        mask = np.zeros((T, B))
+        mask[p:] = 1.0
+        return TaskBatch(x, target, mask, mask.astype(bool), {})
+
+    def loss(self, y: Any, batch: TaskBatch) -> Any:
+        """ℒ = Σ m_t ‖y_t − y*_t‖² / (n_b n_m n_out)."""
+        torch = _torch()
+        target = torch.as_tensor(batch.target, dtype=y.dtype, device=y.device)
+        mask = torch.as_tensor(batch.mask, dtype=y.dtype, device=y.device)
+        return (((y - target) ** 2).sum(-1) * mask).sum() / (mask.sum() * self.n_out)
+
+    def accuracy(self, y: Any, batch: TaskBatch) -> float:
+        """R² = 1 − SSE/SS_tot over the loss steps."""
+        y = _as_numpy(y)
+        m = batch.mask.astype(bool)
+        yt, yp = batch.target[m], y[m]
+        sse = float(((yp - yt) ** 2).sum())
+        ss_tot = float(((yt - yt.mean(axis=0)) ** 2).sum())
+        return 1.0 - sse / ss_tot
+
+    def oracle(self, batch: TaskBatch) -> np.ndarray:
+        """The target itself."""
+        return batch.target.copy()
+
+
+# ------------------------------------------------------------------------------------------------
+# factory
+# ------------------------------------------------------------------------------------------------
+
+_PERIODS = {
+    "2af": (("fixation", 100.0), ("stimulus", 700.0), ("decision", 100.0)),
+    "dms": (("fixation", 100.0), ("sample", 100.0), ("delay", 500.0), ("test", 100.0), ("decision", 100.0)),
+    "cxt": (("fixation", 100.0), ("stimulus", 200.0), ("delay", 500.0), ("decision", 100.0)),
+}
+_CLASSES = {"2af": (TwoAFC, 3), "dms": (DelayMatchSample, 3), "cxt": (ContextDecision, 7)}
+
+
+def make_task(name: str, **options: Any) -> Task:
+    """The task ``name`` (one of :data:`TASKS`) with ``options`` (None values mean the default).
+
+    Common: ``dt`` [ms, 20], ``tau`` [ms, 100]. Classification: ``sigma`` [1], ``loss_periods``
+    (``decision`` | ``all``), ``timing`` {period: ms} overriding the spec §2 durations,
+    ``coherences`` [%] (2af, cxt). xor: ``delay`` [steps, 10], ``n_steps`` [300]. sine:
+    ``frequency`` [Hz], ``amplitude``, ``pulse`` [ms], ``duration`` [ms, 2000].
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    if name not in TASKS:
+        raise InputError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    common = {k: float(options.pop(k)) for k in ("dt", "tau") if k in options}
+    if common.get("dt", 20.0) <= 0 or common.get("tau", 100.0) <= 0:
+        raise InputError("dt and tau must be positive (ms)")
+    try:
+        if name in _CLASSES:
+            cls, n_in = _CLASSES[name]
+            timing = dict(_PERIODS[name])
+            extra = set(options.get("timing", {})) - set(timing)
+            if extra:
+                raise InputError(f"unknown period(s) {', '.join(sorted(extra))} for task {name}; it has {', '.join(timing)}")
+            timing.update({k: float(v) for k, v in options.pop("timing", {}).items()})
+            if "coherences" in options:
+                options["coherences"] = tuple(float(c) for c in options["coherences"])
+            return cls(name=name, n_in=n_in, n_out=3, n_steps=0, periods=tuple(timing.items()), **common, **options)
+        if name == "xor":
+            return DelayedXor(name=name, n_in=1, n_out=1, n_steps=int(options.pop("n_steps", 300)), **common, **options)
+        dt = common.get("dt", 20.0)
+        duration = float(options.pop("duration", 2000.0))
+        return SineGeneration(name=name, n_in=1, n_out=1, n_steps=_steps(duration, dt), **common, **options)
+    except TypeError as e:
+        raise InputError(f"bad option for task {name}: {e}") from None

@@ -1,0 +1,141 @@
+"""Task generators (spec §2): shapes, masks, seeds, oracles and the loss/metric definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from biorules.errors import InputError
+from biorules.tasks import TASKS, make_task
+
+SHAPES = {  # name: (T, n_in, n_out) at the defaults (dt = 20 ms)
+    "2af": (45, 3, 3),
+    "dms": (45, 3, 3),
+    "cxt": (45, 7, 3),
+    "xor": (300, 1, 1),
+    "sine": (100, 1, 1),
+}
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_shapes_and_dtypes(name):
+    task = make_task(name)
+    T, n_in, n_out = SHAPES[name]
+    assert (task.n_steps, task.n_in, task.n_out) == (T, n_in, n_out)
+    assert task.dt == 20.0 and task.tau == 100.0 and task.alpha == pytest.approx(0.2)
+    b = task.batch(8, seed=1)
+    assert b.x.shape == (T, 8, n_in) and b.x.dtype == np.float64
+    assert b.mask.shape == (T, 8) and b.decision.shape == (T, 8)
+    if name in ("2af", "dms", "cxt"):
+        assert b.target.shape == (T, 8) and b.target.dtype == np.int64
+    else:
+        assert b.target.shape == (T, 8, n_out)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_seeds_reproducible(name):
+    task = make_task(name)
+    a, b = task.batch(16, seed=3), task.batch(16, seed=3)
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.target, b.target)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    if name != "sine":  # sine is deterministic by definition
+        assert not np.array_equal(a.x, task.batch(16, seed=4).x)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_oracle_scores_one(name):
+    task = make_task(name)
+    b = task.batch(256, seed=0)
+    y = task.oracle(b)
+    assert task.accuracy(y, b) == 1.0
+    assert task.accuracy(torch.as_tensor(y), b) == 1.0
+    loss = task.loss(torch.as_tensor(y), b)
+    assert loss.ndim == 0 and float(loss) < 1e-3
+
+
+def test_classification_masks_labels_and_fixation():
+    task = make_task("dms")
+    b = task.batch(4, seed=0)
+    dec = np.zeros(45, dtype=bool)
+    dec[40:] = True  # decision = last 100 ms = 5 steps
+    np.testing.assert_array_equal(b.decision, np.repeat(dec[:, None], 4, axis=1))
+    np.testing.assert_array_equal(b.mask, b.decision.astype(float))
+    np.testing.assert_array_equal(b.x[:, :, 0], (~b.decision).astype(float))  # fixation channel
+    assert (b.target[~dec] == 0).all()
+    np.testing.assert_array_equal(b.target[dec], np.repeat(b.trials["choice"][None], 5, axis=0))
+    everything = make_task("dms", loss_periods="all").batch(4, seed=0)
+    assert everything.mask.sum() == 45 * 4
+
+
+def test_2af_stimulus_statistics():
+    task = make_task("2af")
+    b = task.batch(4000, seed=0)
+    s = task.period("stimulus")
+    assert (s.start, s.stop) == (5, 40)
+    quiet = np.ones(45, dtype=bool)
+    quiet[s] = False
+    assert (b.x[quiet][:, :, 1:] == 0).all()  # noise only in stimulus periods
+    diff = b.x[s, :, 1].mean(0) - b.x[s, :, 2].mean(0)
+    sign = np.where(b.trials["choice"] == 1, 1.0, -1.0)
+    coh = b.trials["coherence"]
+    assert set(np.unique(coh)) == {0.0, 6.4, 12.8, 25.6, 51.2}
+    resid = diff - sign * coh / 100.0
+    sigma_s = 1.0 / np.sqrt(20.0)
+    assert resid.mean() == pytest.approx(0.0, abs=0.01)
+    assert resid.std() == pytest.approx(sigma_s * np.sqrt(2.0 / 35.0), rel=0.05)
+
+
+def test_cxt_context_and_label():
+    task = make_task("cxt")
+    b = task.batch(200, seed=2)
+    ctx = b.trials["context"]
+    np.testing.assert_array_equal(b.x[:, :, 5], np.repeat((ctx == 1)[None].astype(float), 45, 0))
+    expect = np.where(ctx == 1, b.trials["choice_1"], b.trials["choice_2"])
+    np.testing.assert_array_equal(b.trials["choice"], expect)
+
+
+def test_xor_definition():
+    task = make_task("xor", delay=3, n_steps=20)
+    b = task.batch(5, seed=0)
+    s = b.x[..., 0].astype(int)
+    for t in range(6, 20):
+        np.testing.assert_array_equal(b.target[t, :, 0], s[t - 3] ^ s[t - 6])
+    assert (b.mask[:6] == 0).all() and (b.mask[6:] == 1).all()
+
+
+def test_sine_definition_and_r2():
+    task = make_task("sine")
+    b = task.batch(2, seed=0)
+    assert (b.x[:5] == 1).all() and (b.x[5:] == 0).all()
+    assert b.target[25, 0, 0] == pytest.approx(np.sin(2 * np.pi * 0.5))
+    assert task.accuracy(np.zeros_like(b.target), b) == pytest.approx(1 - (b.target[5:] ** 2).sum() / ((b.target[5:] - b.target[5:].mean()) ** 2).sum())
+
+
+def test_loss_normalisation():
+    """ℒ = (1/(n_b n_m)) Σ m CE: uniform logits give ln 3 on any mask."""
+    for name in ("2af", "dms", "cxt"):
+        task = make_task(name, loss_periods="all")
+        b = task.batch(3, seed=0)
+        assert float(task.loss(torch.zeros(45, 3, 3, dtype=torch.float64), b)) == pytest.approx(np.log(3))
+    xor = make_task("xor")
+    b = xor.batch(3, seed=0)
+    assert float(xor.loss(torch.zeros(300, 3, 1), b)) == pytest.approx(np.log(2), rel=1e-6)
+
+
+def test_dt_rounding_and_timing_override():
+    task = make_task("2af", dt=100.0, timing={"fixation": 0})
+    assert [p for p, _ in task.period_steps] == ["stimulus", "decision"] and task.n_steps == 8
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(name="nope"), dict(name="2af", loss_periods="some"), dict(name="2af", timing={"foo": 1}),
+     dict(name="xor", delay=200), dict(name="2af", bogus=1), dict(name="2af", dt=0)],
+)
+def test_bad_options(kwargs):
+    with pytest.raises(InputError):
+        make_task(**kwargs)
+    with pytest.raises(InputError):
+        make_task("2af").batch(0, seed=0)
