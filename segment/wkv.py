@@ -244,7 +244,8 @@ class WKVState(NamedTuple):
     """Per-channel scan state: value = e^{o}·(a, b).
 
     a: numerator Σ e^{k_i − d_i·w − o} v_i; b: denominator (same weights);
-    o: log-offset (running max of k_i − d_i·w, detached); d_i = distance − 1.
+    o: log-offset, the running max of k_i − d_i·w (d_i = distance − 1). o is bookkeeping,
+    detached and kept in float64 so that n steps of o ← o − w do not drift in fp32.
     """
 
     a: torch.Tensor
@@ -252,19 +253,28 @@ class WKVState(NamedTuple):
     o: torch.Tensor
 
 
+_NEG = -1e300  # an empty state's offset: finite, so that exp(o − M) is 0 without NaN gradients
+
+
 def initial_state(like: torch.Tensor) -> WKVState:
-    """Empty state (a = b = 0, o = −inf, kept finite) shaped and typed like ``like`` (B, C)."""
-    neg = torch.finfo(like.dtype).min / 4
+    """Empty state (a = b = 0, o = −∞ as a large finite number) shaped and typed like ``like``."""
     z = torch.zeros_like(like)
-    return WKVState(z, z, torch.full_like(like, neg))
+    return WKVState(z, z, torch.full(like.shape, _NEG, dtype=torch.float64, device=like.device))
+
+
+def _exp_shifted(x: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    """e^{x − off} with the difference taken in float64 and the gradient of x kept (off constant)."""
+    d = (x.detach().double() - off).to(x.dtype)
+    return torch.exp(d + (x - x.detach()))
 
 
 def step(state: WKVState, k_t: torch.Tensor, v_t: torch.Tensor, w: torch.Tensor) -> WKVState:
     """Absorb token t (§5.2d): o* = max(o − w, k_t), a ← e^{o−w−o*} a + e^{k_t−o*} v_t, b likewise."""
     a, b, o = state
-    o_new = torch.maximum(o - w.detach(), k_t.detach())
-    f_old = torch.exp(o - w - o_new)
-    f_new = torch.exp(k_t - o_new)
+    w_o = o - w.detach().double()
+    o_new = torch.maximum(w_o, k_t.detach().double())
+    f_old = _exp_shifted(-w.expand_as(a), o_new - o)  # e^{o − w − o*}
+    f_new = _exp_shifted(k_t, o_new)
     return WKVState(f_old * a + f_new * v_t, f_old * b + f_new, o_new)
 
 
@@ -275,8 +285,10 @@ def combine(L: WKVState, R: WKVState, k_t: torch.Tensor, v_t: torch.Tensor, u: t
     y_t = (e^{oᴸ−M} aᴸ + e^{oᴿ−M} aᴿ + e^{q−M} v_t) / (e^{oᴸ−M} bᴸ + e^{oᴿ−M} bᴿ + e^{q−M}).
     """
     q = u + k_t
-    M = torch.maximum(torch.maximum(L.o, R.o), q.detach())
-    fl, fr, fq = torch.exp(L.o - M), torch.exp(R.o - M), torch.exp(q - M)
+    M = torch.maximum(torch.maximum(L.o, R.o), q.detach().double())
+    dt = v_t.dtype
+    fl, fr = torch.exp((L.o - M).to(dt)), torch.exp((R.o - M).to(dt))
+    fq = _exp_shifted(q, M)
     return (fl * L.a + fr * R.a + fq * v_t) / (fl * L.b + fr * R.b + fq)
 
 
