@@ -80,8 +80,46 @@ class Task:
     def batch(self, n_batch: int, seed: int) -> TaskBatch:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def loss(self, y: Any, batch: TaskBatch) -> Any:  # pragma: no cover - abstract
+    def _terms(self, y: Any, target: Any) -> tuple[Any, Any]:  # pragma: no cover - abstract
+        """Per-(t, b) loss ℓ (summed over outputs) and its gradient ∂ℓ/∂y, both torch."""
         raise NotImplementedError
+
+    def _norm(self, batch: TaskBatch) -> float:
+        """The normaliser Z of ℒ = Σ m ℓ / Z: n_b n_m (classification), × n_out (xor, sine)."""
+        return float(batch.mask.sum())
+
+    def _block(self, y: Any, batch: TaskBatch, steps: slice) -> tuple[Any, Any]:
+        torch = _torch()
+        target = torch.as_tensor(batch.target[steps], device=y.device)
+        if target.is_floating_point():
+            target = target.to(y.dtype)
+        mask = torch.as_tensor(batch.mask[steps], dtype=y.dtype, device=y.device)
+        return target, mask
+
+    def loss(self, y: Any, batch: TaskBatch) -> Any:
+        """The task loss ℒ of outputs y (T, B, n_out), a differentiable torch scalar (spec §2)."""
+        return self.partial_loss(y, batch)
+
+    def partial_loss(self, y: Any, batch: TaskBatch, steps: slice = slice(None)) -> Any:
+        """The part of ℒ contributed by ``steps``, for outputs ``y`` of those steps only.
+
+        Summing over a partition of the trial gives :meth:`loss` (used by truncated BPTT).
+        """
+        target, mask = self._block(y, batch, steps)
+        elem, _ = self._terms(y, target)
+        return (elem * mask).sum() / self._norm(batch)
+
+    def output_error(self, y: Any, batch: TaskBatch, steps: slice = slice(None)) -> tuple[Any, Any]:
+        """(part of ℒ, e) for outputs ``y`` of ``steps``: e_t = ∂ℒ/∂y_t, in closed form, no autograd.
+
+        e_t is 0 outside the loss steps; used online (one step at a time) by e-prop and RFLO.
+        """
+        torch = _torch()
+        with torch.no_grad():
+            target, mask = self._block(y, batch, steps)
+            elem, grad = self._terms(y, target)
+            z = self._norm(batch)
+            return (elem * mask).sum() / z, grad * (mask / z)[..., None]
 
     def accuracy(self, y: Any, batch: TaskBatch) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -179,13 +217,13 @@ class ClassificationTask(Task):
         shape = x[s, :, channels].shape
         x[s, :, channels] += self.sigma_s * rng.standard_normal(shape)
 
-    def loss(self, y: Any, batch: TaskBatch) -> Any:
-        """ℒ = Σ_b Σ_t m_t CE(softmax y_t, k_t) / Σ_b Σ_t m_t (= 1/(n_b n_m) Σ ... , spec §2)."""
+    def _terms(self, y: Any, target: Any) -> tuple[Any, Any]:
+        """ℓ = CE(softmax y_t, k_t), ∂ℓ/∂y_t = softmax(y_t) − onehot(k_t)."""
         torch = _torch()
-        target = torch.as_tensor(batch.target, device=y.device)
-        mask = torch.as_tensor(batch.mask, dtype=y.dtype, device=y.device)
-        ce = torch.nn.functional.cross_entropy(y.reshape(-1, y.shape[-1]), target.reshape(-1), reduction="none")
-        return (ce.reshape(mask.shape) * mask).sum() / mask.sum()
+        logp = torch.log_softmax(y, dim=-1)
+        elem = -logp.gather(-1, target[..., None])[..., 0]
+        grad = logp.exp() - torch.nn.functional.one_hot(target, y.shape[-1]).to(y.dtype)
+        return elem, grad
 
     def accuracy(self, y: Any, batch: TaskBatch) -> float:
         """Fraction of trials whose decision-averaged choice logits pick the true choice."""
@@ -308,13 +346,14 @@ class DelayedXor(Task):
         mask[2 * d:] = 1.0
         return TaskBatch(bits[..., None].astype(np.float64), target, mask, mask.astype(bool), {})
 
-    def loss(self, y: Any, batch: TaskBatch) -> Any:
-        """Mean BCE with logits over the loss steps."""
+    def _terms(self, y: Any, target: Any) -> tuple[Any, Any]:
+        """ℓ = Σ_o BCE-with-logits(y_t, y*_t), ∂ℓ/∂y_t = σ(y_t) − y*_t."""
         torch = _torch()
-        target = torch.as_tensor(batch.target, dtype=y.dtype, device=y.device)
-        mask = torch.as_tensor(batch.mask, dtype=y.dtype, device=y.device)
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(y, target, reduction="none")
-        return (bce.sum(-1) * mask).sum() / (mask.sum() * self.n_out)
+        elem = torch.nn.functional.binary_cross_entropy_with_logits(y, target, reduction="none").sum(-1)
+        return elem, torch.sigmoid(y) - target
+
+    def _norm(self, batch: TaskBatch) -> float:
+        return float(batch.mask.sum()) * self.n_out
 
     def accuracy(self, y: Any, batch: TaskBatch) -> float:
         y = _as_numpy(y)
@@ -359,12 +398,12 @@ class SineGeneration(Task):
         mask[p:] = 1.0
         return TaskBatch(x, target, mask, mask.astype(bool), {})
 
-    def loss(self, y: Any, batch: TaskBatch) -> Any:
-        """ℒ = Σ m_t ‖y_t − y*_t‖² / (n_b n_m n_out)."""
-        torch = _torch()
-        target = torch.as_tensor(batch.target, dtype=y.dtype, device=y.device)
-        mask = torch.as_tensor(batch.mask, dtype=y.dtype, device=y.device)
-        return (((y - target) ** 2).sum(-1) * mask).sum() / (mask.sum() * self.n_out)
+    def _terms(self, y: Any, target: Any) -> tuple[Any, Any]:
+        """ℓ = ‖y_t − y*_t‖², ∂ℓ/∂y_t = 2(y_t − y*_t)."""
+        return ((y - target) ** 2).sum(-1), 2.0 * (y - target)
+
+    def _norm(self, batch: TaskBatch) -> float:
+        return float(batch.mask.sum()) * self.n_out
 
     def accuracy(self, y: Any, batch: TaskBatch) -> float:
         """R² = 1 − SSE/SS_tot over the loss steps."""

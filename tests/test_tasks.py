@@ -139,3 +139,21 @@ def test_bad_options(kwargs):
         make_task(**kwargs)
     with pytest.raises(InputError):
         make_task("2af").batch(0, seed=0)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_output_error_is_the_loss_gradient(name):
+    """e_t = ∂ℒ/∂y_t in closed form equals autograd (float64, 1e-12), step by step too."""
+    task = make_task(name)
+    b = task.batch(6, seed=0)
+    y = torch.randn(task.n_steps, 6, task.n_out, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y.requires_grad_(True)
+    loss = task.loss(y, b)
+    (g,) = torch.autograd.grad(loss, y)
+    part, e = task.output_error(y.detach(), b)
+    torch.testing.assert_close(e, g, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(part, loss.detach(), rtol=1e-12, atol=0)
+    parts = [task.output_error(y.detach()[t:t + 1], b, slice(t, t + 1))[0] for t in range(task.n_steps)]
+    chunks = [task.partial_loss(y[t:t + 7], b, slice(t, t + 7)) for t in range(0, task.n_steps, 7)]
+    assert float(sum(parts)) == pytest.approx(float(loss), rel=1e-12)
+    assert float(sum(chunks).detach()) == pytest.approx(float(loss.detach()), rel=1e-12)
