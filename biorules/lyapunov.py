@@ -40,78 +40,58 @@ DEFAULT_STEPS_TAU = 400.0
 
 
 @njit(**_NJIT)
-def _rates(a, code, h, psi):
-    """h = φ(a), ψ = φ'(a) in place for the nonlinearity ``code`` (0 tanh, 1 retanh, 2 relu)."""
-    for i in range(a.shape[0]):
-        if code == 2:
-            if a[i] > 0.0:
-                h[i] = a[i]
-                psi[i] = 1.0
-            else:
-                h[i] = 0.0
-                psi[i] = 0.0
-        else:
-            th = math.tanh(a[i])
-            if code == 1 and a[i] <= 0.0:
-                h[i] = 0.0
-                psi[i] = 0.0
-            else:
-                h[i] = th
-                psi[i] = 1.0 - th * th
+def _rates(a, code):
+    """(h, ψ) = (φ(a), φ'(a)) for the nonlinearity ``code`` (0 tanh, 1 retanh, 2 relu)."""
+    if code == 2:
+        psi = (a > 0.0).astype(np.float64)
+        return a * psi, psi
+    th = np.tanh(a)
+    psi = 1.0 - th * th
+    if code == 1:
+        on = (a > 0.0).astype(np.float64)
+        return th * on, psi * on
+    return th, psi
 
 
 @njit(**_NJIT)
 def _advance(a, h, W, U, b, X, t, alpha, renorm):
-    """a ← (1−α)a + α(W h + U x_t + b); returns False once the state leaves the finite range."""
-    drive = np.dot(W, h)
+    """a ← (1−α)a + α(W h + U x_t + b) in place; False once the state leaves the finite range."""
+    drive = np.dot(W, h) + b
     if X.shape[0] > 0:
-        drive = drive + np.dot(U, X[t])
-    ok = True
-    norm2 = 0.0
-    for i in range(a.shape[0]):
-        a[i] = (1.0 - alpha) * a[i] + alpha * (drive[i] + b[i])
-        norm2 += a[i] * a[i]
-        if not (abs(a[i]) < DIVERGENCE_LIMIT):
-            ok = False
-    if renorm and norm2 > 0.0:
-        s = 1.0 / math.sqrt(norm2)
-        for i in range(a.shape[0]):
-            a[i] *= s
-    return ok
+        drive += np.dot(U, X[t])
+    a[:] = (1.0 - alpha) * a + alpha * drive
+    if not np.all(np.abs(a) < DIVERGENCE_LIMIT):
+        return False
+    if renorm:
+        nrm = np.sqrt(np.sum(a * a))
+        if nrm > 0.0:
+            a /= nrm
+    return True
 
 
 @njit(**_NJIT)
 def _orthonormalise(Q, logs):
-    """Q ← qr(Q).Q in place, logs ← ln|R_ii| (k = 1: a plain normalisation)."""
-    k = Q.shape[1]
-    if k == 1:
-        s = 0.0
-        for i in range(Q.shape[0]):
-            s += Q[i, 0] * Q[i, 0]
-        nrm = math.sqrt(s)
-        logs[0] = math.log(nrm)
-        for i in range(Q.shape[0]):
-            Q[i, 0] /= nrm
-        return Q
+    """Return qr(Q).Q and set logs ← ln|R_ii| (k = 1: a plain normalisation)."""
+    if Q.shape[1] == 1:
+        nrm = np.sqrt(np.sum(Q * Q))
+        logs[0] = np.log(nrm)
+        return Q / nrm
     q, r = np.linalg.qr(Q)
-    for i in range(k):
-        logs[i] = math.log(abs(r[i, i]))
+    for i in range(Q.shape[1]):
+        logs[i] = np.log(np.abs(r[i, i]))
     return np.ascontiguousarray(q)
 
 
 @njit(**_NJIT)
 def _qr_kernel(W, alpha, code, a0, U, b, X, Q0, n_transient, n_ons, n_acc, n_qr, n_seg, renorm):
     """Segment sums of ln|R_ii|, shape (n_seg, k), and a finite-trajectory flag."""
-    n = W.shape[0]
     k = Q0.shape[1]
     a = a0.copy()
-    h = np.empty(n)
-    psi = np.empty(n)
     sums = np.zeros((n_seg, k))
     logs = np.zeros(k)
     t = 0
     for _ in range(n_transient):
-        _rates(a, code, h, psi)
+        h, psi = _rates(a, code)
         if not _advance(a, h, W, U, b, X, t, alpha, renorm):
             return sums * np.nan, False
         t += 1
@@ -119,16 +99,9 @@ def _qr_kernel(W, alpha, code, a0, U, b, X, Q0, n_transient, n_ons, n_acc, n_qr,
     seg_len = n_acc // n_seg
     since_qr = 0
     for s in range(n_ons + n_acc):
-        _rates(a, code, h, psi)
+        h, psi = _rates(a, code)
         # Q ← D_t Q = (1−α) Q + α W diag(ψ_t) Q
-        M = np.empty((n, k))
-        for i in range(n):
-            for j in range(k):
-                M[i, j] = psi[i] * Q[i, j]
-        P = np.dot(W, M)
-        for i in range(n):
-            for j in range(k):
-                Q[i, j] = (1.0 - alpha) * Q[i, j] + alpha * P[i, j]
+        Q = (1.0 - alpha) * Q + alpha * np.dot(W, psi.reshape(-1, 1) * Q)
         if not _advance(a, h, W, U, b, X, t, alpha, renorm):
             return sums * np.nan, False
         t += 1
@@ -139,9 +112,7 @@ def _qr_kernel(W, alpha, code, a0, U, b, X, Q0, n_transient, n_ons, n_acc, n_qr,
             Q = _orthonormalise(Q, logs)
             since_qr = 0
             if acc >= 0:
-                seg = min(acc // seg_len, n_seg - 1)
-                for j in range(k):
-                    sums[seg, j] += logs[j]
+                sums[min(acc // seg_len, n_seg - 1)] += logs
     return sums, True
 
 
@@ -192,6 +163,12 @@ def _qr_numpy(W, alpha, nl, a0, U, b, X, Q0, n_transient, n_ons, n_acc, n_qr, n_
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
+
+
+def initial_basis(n: int, k: int, seed: int) -> np.ndarray:
+    """Q_0: the orthonormal (N, k) basis from a seeded Gaussian (stream 0 of ``seed``)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])
+    return np.ascontiguousarray(np.linalg.qr(rng.standard_normal((n, k)))[0])
 
 
 def _steps_from_tau(value: int | None, tau: float, alpha: float) -> int:
@@ -286,15 +263,13 @@ def spectrum(
             )
     renorm = nonlinearity == "relu" and inputs is None and not np.any(bias)
 
-    ss_q, ss_a = np.random.SeedSequence(seed).spawn(2)
-    Q0 = np.linalg.qr(np.random.default_rng(ss_q).standard_normal((n, k)))[0]
-    Q0 = np.ascontiguousarray(Q0)
+    Q0 = initial_basis(n, k, seed)
     if a0 is not None:
         if n_init != 1:
             raise InputError("an explicit a0 allows n_init=1 only")
         starts = [np.ascontiguousarray(np.asarray(a0, dtype=np.float64))]
     else:
-        rng_a = np.random.default_rng(ss_a)
+        rng_a = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
         starts = [rng_a.standard_normal(n) for _ in range(n_init)]
 
     seg_lens = np.full(n_seg, n_acc // n_seg)
@@ -318,6 +293,8 @@ def spectrum(
     lam = lam_inits.mean(axis=0) * scale
     sem = segs.std(axis=0, ddof=1) / math.sqrt(len(segs)) * scale if len(segs) > 1 else np.full(k, np.nan)
     init_std = lam_inits.std(axis=0, ddof=1) * scale if n_init > 1 else np.full(k, np.nan)
+    order = np.argsort(-np.nan_to_num(lam, nan=-np.inf), kind="stable")  # short runs can cross
+    lam, sem, init_std = lam[order], sem[order], init_std[order]
     units = "1/step" if unit == "step" else "1/tau"
     da = xr.DataArray(
         lam,

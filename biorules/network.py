@@ -148,6 +148,19 @@ def rate_step(
     return RateState(a, phi(a))
 
 
+def rate_step_r(
+    state: RateState, x: Any, W: Any, U: Any, b: Any, alpha: float, phi: Callable[[Any], Any]
+) -> RateState:
+    """One r-form step (spec §1), u_t = W h_{t−1} + U x_t + b, h_t = (1−α)h_{t−1} + αφ(u_t).
+
+    The state's ``a`` field holds u_t; numpy or torch, batched like :func:`rate_step`.
+    """
+    u = state.h @ W.T + b
+    if x is not None:
+        u = u + x @ U.T
+    return RateState(u, (1.0 - alpha) * state.h + alpha * phi(u))
+
+
 def initial_state(batch_shape: tuple[int, ...], n: int, phi: Callable[[Any], Any], like: Any = None) -> RateState:
     """a_0 = 0, h_0 = φ(0), as numpy (or torch, when ``like`` is a tensor)."""
     if like is not None and not isinstance(like, np.ndarray):

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         click.echo("Interrupted; finished results are kept, rerun the same command to resume.", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line naming the option, no usage banner
+        click.echo(f"Error: {e.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

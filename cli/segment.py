@@ -1,19 +1,70 @@
-"""``biorules segment``: RWKV-UNet segmentation commands (train by default, info, predict, eval)."""
+"""``biorules segment``: RWKV-UNet segmentation commands (train by default, info, predict, eval, verify).
+
+Without a subcommand the group trains: ``biorules segment --dataset glas --data-dir PATH --model
+rwkv_unet_s --size 256 --epochs E --batch B --out run.zarr``; with no options it trains on the
+built-in ``demo`` data.
+"""
 
 from __future__ import annotations
 
 import click
 
+from cli.context import Context, quiet_option
 from cli.lazy import LazyGroup
 
 SUBCOMMANDS = {
     "info": "cli.segment_info:info",
+    "predict": "cli.segment_run:predict",
+    "eval": "cli.segment_run:evaluate",
+    "verify": "cli.segment_run:verify",
 }
+DATASET_NAMES = "demo, glas, busi, kvasir, cvc-clinicdb, cvc-colondb, isic2017, synapse, acdc"
 
 
 @click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS, invoke_without_command=True)
+@click.option("--dataset", default="demo", show_default=True, help=f"Dataset layout: {DATASET_NAMES}.")
+@click.option("--data-dir", default=None, help="Dataset folder in its published layout (not for demo).")
+@click.option("--model", default="rwkv_unet_t", show_default=True,
+              help="rwkv_unet, rwkv_unet_s, rwkv_unet_t or rwkv_unet_test.")
+@click.option("--size", type=click.IntRange(min=16), default=128, show_default=True,
+              help="Training/inference side in pixels (multiple of 16).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: dataset recipe, demo 30].")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Global batch size [default: dataset recipe, demo 4].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="AdamW weight decay.")
+@click.option("--schedule", type=click.Choice(["poly", "cosine"]), default="poly", show_default=True,
+              help="Per-iteration learning-rate schedule.")
+@click.option("--ce-weight", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Weight of CE/BCE.")
+@click.option("--dice-weight", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Weight of soft Dice.")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Flips, rot90, rotation, crop, intensity.")
+@click.option("--split", type=click.Choice(["auto", "official", "random"]), default="auto", show_default=True,
+              help="Official split where it exists (auto) or seeded 8:1:1 random.")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the first random split.")
+@click.option("--splits", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of random splits (seeds S, S+1, ...); mean ± sd over them.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, shuffling and augmentation.")
+@click.option("--clip-grad", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Max gradient norm (0: off).")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default="auto", show_default=True,
+              help="bf16 autocast on CUDA (auto/bf16); never on CPU.")
+@click.option("--wkv", default="auto", show_default=True, help="Bi-WKV backend.")
+@click.option("--drop-path", type=click.FloatRange(min=0, max=1), default=None, help="Drop-path rate [default: model's].")
+@click.option("--tta", is_flag=True, help="Flip test-time augmentation at test.")
+@click.option("--empty", type=click.Choice(["strict", "transunet"]), default="strict", show_default=True,
+              help="Empty-mask convention of the metrics.")
+@click.option("--min-area", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Smallest predicted object (pixels) for the GlaS object metrics.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", default=None, help="Result store [default: results/segment-DATASET.zarr].")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoints.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store and its checkpoints.")
+@quiet_option
 @click.pass_context
-def segment(ctx: click.Context) -> None:
-    """Medical image segmentation with RWKV-UNet."""
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+def segment(ctx: click.Context, **options) -> None:
+    """Medical image segmentation with RWKV-UNet; without a subcommand, train and test."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from cli.segment_run import run_train
+
+    run_train(ctx.ensure_object(Context), options)

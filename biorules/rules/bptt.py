@@ -1,0 +1,95 @@
+"""Backpropagation through time, the exact reference (spec §3, "BPTT").
+
+With δ_t := ∂ℒ/∂a_t and ψ_t = φ'(a_t),
+
+    δ_t = ψ_t ⊙ Vᵀe_t + D_tᵀδ_{t+1},   δ_{T+1} = 0,   D_tᵀδ = (1−α)δ + αψ_t ⊙ Wᵀδ,
+    ∇W = α Σ_t δ_t h_{t−1}ᵀ,   ∇U = α Σ_t δ_t x_tᵀ,   ∇b = α Σ_t δ_t,
+
+and ∇V = Σ_t e_t h_tᵀ, ∇c = Σ_t e_t. :class:`BPTT` gets these by autograd through the one pure
+step (a-form, or the r-form with ``form="r"``); :func:`manual_gradients` runs the δ recursion
+above explicitly (a-form), in full or with each loss step backpropagated exactly ``window`` steps
+(the ``sliding`` truncation of spec §3, "Truncated BPTT"). Memory O(T·N).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from biorules.network import simulate
+from biorules.rules.base import GradResult
+from biorules.rules.common import (
+    autograd_grads,
+    check_form,
+    forward,
+    inputs,
+    mask_recurrent,
+    model_step,
+    zero_state,
+)
+
+
+@dataclass(frozen=True)
+class BPTT:
+    """Exact gradients by autograd through the whole trial."""
+
+    name: str = "bptt"
+    models: tuple[str, ...] = ("rate",)
+    form: str = "a"
+    """``a`` (a-form network, default) or ``r`` (r-form network)."""
+
+    def __post_init__(self) -> None:
+        check_form(self.form)
+
+    def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Outputs y (T, B, n_out) of the network this rule trains."""
+        return forward(model, x, self.form)[0]
+
+    def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
+        y, _ = forward(model, inputs(model, batch), self.form)
+        loss = task.loss(y, batch)
+        grads = mask_recurrent(model, autograd_grads(model, loss))
+        return GradResult(grads, y.detach(), loss.detach())
+
+
+def manual_gradients(model: torch.nn.Module, batch: Any, task: Any, window: int | None = None) -> GradResult:
+    """BPTT by the explicit δ recursion (a-form), no autograd.
+
+    ``window=None``: the full δ_t. ``window=K``: δ^K_t = Σ_{k<K} G_k[t], where G_0[t] = ψ_t ⊙ Vᵀe_t
+    and G_{k+1}[t] = D_tᵀ G_k[t+1], i.e. each loss step ℓ_s is backpropagated exactly K steps.
+    """
+    alpha, dphi = model.params.alpha, model.nl.dphi
+    with torch.no_grad():
+        x = inputs(model, batch)
+        start = zero_state(model, x.shape[1])
+        _, states = simulate(model_step(model, "a"), start, x)
+        a = torch.stack([s.a for s in states])
+        h = torch.stack([s.h for s in states])
+        h_prev = torch.cat([start.h[None], h[:-1]])
+        y = model.readout(h)
+        loss, e = task.output_error(y, batch)
+        psi = dphi(a)
+        W = model.W
+        direct = psi * (e @ model.V)  # ψ_t ⊙ Vᵀe_t, (T, B, N)
+        if window is None:
+            delta = torch.empty_like(direct)
+            nxt = torch.zeros_like(direct[0])
+            for t in range(len(direct) - 1, -1, -1):
+                nxt = direct[t] + (1.0 - alpha) * nxt + alpha * psi[t] * (nxt @ W)
+                delta[t] = nxt
+        else:
+            delta, g = direct.clone(), direct
+            for _ in range(1, window):
+                back = (1.0 - alpha) * g[1:] + alpha * psi[:-1] * (g[1:] @ W)
+                g = torch.cat([back, torch.zeros_like(g[:1])])
+                delta += g
+        grads = {
+            "W": alpha * torch.einsum("tbi,tbj->ij", delta, h_prev),
+            "U": alpha * torch.einsum("tbi,tbj->ij", delta, x),
+            "b": alpha * delta.sum((0, 1)),
+            "V": torch.einsum("tbo,tbn->on", e, h),
+            "c": e.sum((0, 1)),
+        }
+    return GradResult(mask_recurrent(model, grads), y, loss)

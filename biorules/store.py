@@ -1,0 +1,136 @@
+"""Zarr stores of xarray results: create a template, fill it cell by cell, resume, open safely.
+
+A store is created once from a template (coords, attrs, NaN data, ``status`` = pending) with chunk
+size 1 along every cell dimension, so one cell is one set of chunks and parallel writers never touch
+the same chunk. ``write_cell`` writes a cell's region with ``mode="r+"``, its ``status`` last: a
+cell interrupted mid-write still reads as pending and is redone. ``finished_cells`` drives resume.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from biorules.errors import InputError
+
+STORE_VERSION = 1
+"""Schema version written into every store's attrs; older stores are refused with one line."""
+
+STATUS = {"pending": 0, "done": 1, "diverged": 2, "failed": 3}
+"""``status`` codes (CF flags): a cell is finished when done, diverged or failed."""
+
+
+def status_variable(dims: tuple[str, ...], shape: tuple[int, ...]) -> xr.Variable:
+    """An all-pending ``status`` variable with its CF flag attrs."""
+    return xr.Variable(
+        dims,
+        np.zeros(shape, dtype=np.int8),
+        attrs={
+            "long_name": "cell status",
+            "flag_values": list(STATUS.values()),
+            "flag_meanings": " ".join(STATUS),
+        },
+    )
+
+
+def _encoding(ds: xr.Dataset, cell_dims: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    enc = {}
+    for name, var in ds.data_vars.items():
+        enc[name] = {"chunks": tuple(1 if d in cell_dims else ds.sizes[d] for d in var.dims)}
+    return enc
+
+
+def _atomic_write(ds: xr.Dataset, path: Path, **kwargs: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with warnings.catch_warnings():  # consolidated metadata is a zarr-v3 extension; we want it
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            ds.to_zarr(tmp, mode="w", consolidated=True, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write a finished Dataset to a new store at ``path`` atomically (temp folder, then rename).
+
+    An existing path is never overwritten: results already written are never lost.
+    """
+    path = Path(path)
+    if path.exists():
+        raise InputError(f"{path} already exists; choose another --out or remove it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = ds.assign_attrs(store_version=STORE_VERSION)
+    _atomic_write(ds, path)
+    return path
+
+
+def create(path: str | os.PathLike, template: xr.Dataset, cell_dims: tuple[str, ...]) -> Path:
+    """Write ``template`` (which holds a ``status`` variable over ``cell_dims``) as a new store."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    template = template.assign_attrs(store_version=STORE_VERSION, cell_dims=list(cell_dims))
+    _atomic_write(template, path, encoding=_encoding(template, cell_dims))
+    return path
+
+
+def open_store(path: str | os.PathLike) -> xr.Dataset:
+    """Open a store lazily, checking it is one of ours and of the current schema version."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no store at {path}")
+    try:
+        ds = xr.open_zarr(path)
+    except Exception as e:  # not a zarr store, or unreadable
+        raise InputError(f"{path} is not a readable zarr store ({type(e).__name__})") from None
+    version = ds.attrs.get("store_version")
+    if version != STORE_VERSION:
+        raise InputError(
+            f"{path} was written by another biorules version (store version {version}, "
+            f"this one reads {STORE_VERSION}); use a new --out"
+        )
+    return ds
+
+
+def open_or_create(
+    path: str | os.PathLike, template: xr.Dataset, cell_dims: tuple[str, ...], config_attr: str = "config"
+) -> xr.Dataset:
+    """Resume a store made by the same configuration, or create it; a different run is refused."""
+    path = Path(path)
+    if path.exists():
+        ds = open_store(path)
+        if ds.attrs.get(config_attr) != template.attrs.get(config_attr):
+            raise InputError(f"{path} holds a run with a different configuration; choose another --out")
+        return ds
+    create(path, template, cell_dims)
+    return open_store(path)
+
+
+def finished_cells(path: str | os.PathLike) -> np.ndarray:
+    """Boolean array over the cell dims: True where a cell is done, diverged or failed."""
+    ds = open_store(path)
+    return ds["status"].values != STATUS["pending"]
+
+
+def write_cell(path: str | os.PathLike, cell: xr.Dataset, region: dict[str, int]) -> None:
+    """Write one cell (its variables indexed by ``region``, e.g. ``{"gain": 2, "seed": 0}``).
+
+    ``cell`` holds the cell's variables without the cell dims (they are added here); ``status``
+    is written after everything else, so an interrupted write leaves the cell pending.
+    """
+    slices = {d: slice(i, i + 1) for d, i in region.items()}
+    expanded = cell.expand_dims(list(region))
+    expanded = expanded.drop_vars(list(expanded.coords))  # a region write carries data only
+    data_vars = [v for v in expanded.data_vars if v != "status"]
+    if data_vars:
+        expanded[data_vars].to_zarr(path, region=slices, mode="r+", consolidated=False)
+    if "status" in expanded:
+        expanded[["status"]].to_zarr(path, region=slices, mode="r+", consolidated=False)

@@ -1,0 +1,121 @@
+"""``biorules segment`` training entry and its ``predict``, ``eval`` and ``verify`` subcommands."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import click
+
+from cli.context import EXIT_USAGE, Context, pass_context, quiet_option
+
+
+def _fmt(v: tuple[float, float], digits: int = 4) -> str:
+    mean, sd = v
+    if math.isnan(mean):
+        return "nan"
+    return f"{mean:.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd:.{digits}f}")
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The summary table: test Dice, IoU, HD95 per class (mean ± sd over splits), object metrics."""
+    lines = [f"{'class':<14}{'Dice':>20}{'IoU':>20}{'HD95 (px)':>22}"]
+    for c, e in summary["classes"].items():
+        lines.append(f"{c:<14}{_fmt(e['dice']):>20}{_fmt(e['iou']):>20}{_fmt(e['hd95'], 2):>22}")
+        if e.get("hd95_nan"):
+            lines.append(f"  ({e['hd95_nan']} HD95 values undefined: exactly one mask empty, excluded)")
+    for part, o in summary.get("objects", {}).items():
+        lines.append(f"objects {part}: F1 {_fmt(o['object_f1'])}, Dice {_fmt(o['object_dice'])}, "
+                     f"Hausdorff {_fmt(o['object_hausdorff'], 2)} px")
+    return lines
+
+
+def run_train(obj: Context, options: dict) -> None:
+    """Build the config from the group options, train, print the summary."""
+    from tqdm.auto import tqdm
+
+    from segment.engine import TrainConfig, summarize, train
+
+    out = options.pop("out") or f"results/segment-{options['dataset']}.zarr"
+    resume, overwrite = options.pop("resume"), options.pop("overwrite")
+    cfg = TrainConfig(**options)
+    echo = tqdm.write if obj.progress else (lambda _m: None)
+    ds = train(cfg, out, resume=resume, overwrite=overwrite, progress=obj.progress, echo=echo, command=sys.argv)
+    if not ds.data_vars:  # a DDP rank other than 0
+        return
+    summary = summarize(ds)
+    summary["out"] = str(out)
+    obj.echo(f"test results ({summary['splits_done']} split(s), {out}):")
+    for line in summary_lines(summary):
+        obj.echo(line)
+    obj.emit_json(summary)
+
+
+@click.command()
+@click.option("--checkpoint", required=True, help="Checkpoint written by `biorules segment` (*.pt).")
+@click.option("--input", "input_dir", required=True, help="Folder of images to segment.")
+@click.option("--out", "out_dir", required=True, help="Folder for NAME_mask.png and NAME_overlay.png.")
+@click.option("--tta", is_flag=True, help="Average over the 4 flips.")
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@quiet_option
+@pass_context
+def predict(obj: Context, checkpoint: str, input_dir: str, out_dir: str, tta: bool, batch: int, device: str) -> None:
+    """Segment a folder of images with a trained checkpoint (PNG masks and overlays)."""
+    from segment.engine import predict_folder
+
+    written = predict_folder(checkpoint, input_dir, out_dir, tta=tta, device=device, batch=batch,
+                             progress=obj.progress)
+    obj.echo(f"wrote {len(written) // 2} masks and overlays to {out_dir}")
+    obj.emit_json({"out": out_dir, "files": [str(p) for p in written]})
+
+
+@click.command("eval")
+@click.option("--checkpoint", required=True, help="Checkpoint written by `biorules segment` (*.pt).")
+@click.option("--dataset", default=None, help="Dataset [default: the checkpoint's].")
+@click.option("--data-dir", default=None, help="Dataset folder in its published layout.")
+@click.option("--split", type=click.Choice(["auto", "official", "random"]), default="auto", show_default=True,
+              help="Which split's test part to evaluate.")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the random split.")
+@click.option("--tta", is_flag=True, help="Average over the 4 flips.")
+@click.option("--empty", type=click.Choice(["strict", "transunet"]), default="strict", show_default=True,
+              help="Empty-mask convention.")
+@click.option("--min-area", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Smallest predicted object (pixels) for object metrics.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", default=None, help="Write per-image metrics to this zarr store.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out store.")
+@quiet_option
+@pass_context
+def evaluate(obj: Context, checkpoint: str, dataset: str | None, data_dir: str | None, split: str, split_seed: int,
+             tta: bool, empty: str, min_area: int, device: str, out: str | None, overwrite: bool) -> None:
+    """Test a checkpoint on a dataset's test split: Dice, IoU, HD95 (and GlaS object metrics)."""
+    from segment.engine import evaluate_checkpoint, summarize
+
+    ds = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, split=split, split_seed=split_seed,
+                             tta=tta, empty=empty, min_area=min_area, device=device, out=out, overwrite=overwrite,
+                             progress=obj.progress, command=sys.argv)
+    summary = summarize(ds)
+    for line in summary_lines(summary):
+        obj.echo(line)
+    obj.emit_json(summary)
+
+
+@click.command()
+@click.option("--dataset", required=True, help="Dataset layout.")
+@click.option("--data-dir", default=None, help="Dataset folder in its published layout.")
+@quiet_option
+@pass_context
+def verify(obj: Context, dataset: str, data_dir: str | None) -> None:
+    """Check a dataset folder: pairs complete, images decodable, mask values and sizes; list every problem."""
+    from segment.data import open_dataset
+    from segment.data import verify as verify_dataset
+
+    ds = open_dataset(dataset, data_dir)
+    problems = verify_dataset(ds, progress=obj.progress)
+    for p in problems:
+        click.echo(p, err=True)
+    obj.echo(f"{len(ds.records)} images checked, {len(problems)} problem(s)")
+    obj.emit_json({"images": len(ds.records), "problems": problems})
+    if problems:
+        sys.exit(EXIT_USAGE)

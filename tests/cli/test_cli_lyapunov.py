@@ -1,0 +1,92 @@
+"""``biorules lyapunov`` through the real entry point: store, summary, resume, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from cli.main import cli
+
+
+def run(args, cwd):
+    """The installed entry point as a user runs it: exit code and both streams."""
+    return subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_lyapunov_store_summary_and_plot(tmp_path):
+    out = tmp_path / "lyap.zarr"
+    args = ["lyapunov", "--gain", "0.5:1.5", "--step", "0.5", "--n", "40", "--seeds", "2", "--exponents", "4",
+            "--steps", "400", "--transient", "100", "--out", str(out), "--plot", str(tmp_path / "l.png")]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "λ_max" in res.output and "1.500" in res.output
+    ds = xr.open_zarr(out)
+    assert dict(ds.sizes) == {"gain": 3, "seed": 2, "exponent": 4}
+    np.testing.assert_allclose(ds.gain.values, [0.5, 1.0, 1.5])
+    assert ds.spectrum.attrs["units"] == "1/tau"
+    assert (ds.status.values == 1).all() and np.isfinite(ds.spectrum.values).all()
+    assert (tmp_path / "l.png").stat().st_size > 0
+    # g = 0.5 is a stable fixed point: λ_max ≈ (ln(1 − α + α ρ))/α < 0
+    assert (ds.lambda_max.sel(gain=0.5) < -0.3).all()
+    # the same command again resumes: nothing left to do, identical numbers
+    before = ds.load()
+    res2 = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res2.exit_code == 0
+    xr.testing.assert_identical(xr.open_zarr(out).load().drop_attrs(), before.drop_attrs())
+
+
+def test_resume_fills_only_missing_cells(tmp_path):
+    from biorules import gain_scan, store
+    from biorules.network import NetworkParams
+
+    out = tmp_path / "l.zarr"
+    cfg = gain_scan.LyapunovScanConfig(gains=(0.5, 1.0), seeds=(0, 1), network=NetworkParams(n=20),
+                                       n_exponents=2, steps=100, transient=20)
+    store.open_or_create(out, gain_scan.template(cfg), gain_scan.CELL_DIMS)
+    store.write_cell(out, gain_scan.measure_cell(cfg, 0.5, 0), {"gain": 0, "seed": 0})
+    t_first = float(xr.open_zarr(out).wall_time[0, 0])
+    ds = gain_scan.run(cfg, out)
+    assert float(ds.wall_time[0, 0]) == t_first  # the finished cell was not redone
+    assert (ds.status.values == 1).all()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--gain", "2:0.5"], "--gain"),
+        (["--gain", "abc"], "--gain"),
+        (["--gain", "1:"], "--gain"),
+        (["--gain", "0:1"], "--gain"),
+        (["--gain", ""], "--gain"),
+        (["--n", "0"], "--n"),
+        (["--n", "5", "--exponents", "6"], "--exponents"),
+        (["--step", "-1"], "--step"),
+    ],
+)
+def test_bad_input_one_line_exit_2_no_store(tmp_path, args, needle):
+    out = tmp_path / "x.zarr"
+    res = run(["lyapunov", *args, "--out", str(out)], tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+def test_foreign_store_is_refused_without_damage(tmp_path):
+    out = tmp_path / "x.zarr"
+    xr.Dataset({"a": ("t", [1.0, 2.0])}).to_zarr(out)
+    res = run(["lyapunov", "--n", "10", "--exponents", "2", "--out", str(out)], tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    np.testing.assert_array_equal(xr.open_zarr(out).a.values, [1.0, 2.0])
+
+
+def test_help_does_not_import_torch(tmp_path):
+    code = "import sys; from cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'numba' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.stdout.strip().splitlines()[-1] == "False False"
