@@ -50,7 +50,7 @@ def test_sparse_mask_density_and_zeros():
 def test_seeds_reproduce_and_differ():
     a, b = build_weights(NetworkParams(seed=3)), build_weights(NetworkParams(seed=3))
     c = build_weights(NetworkParams(seed=4))
-    for x, y in zip(a[:5], b[:5]):
+    for x, y in zip(a[:5], b[:5], strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.allclose(a.W, c.W)
 
