@@ -1,0 +1,62 @@
+"""CVC-ClinicDB and CVC-ColonDB polyps (spec §10).
+
+ClinicDB: ``Original/k.tif`` + ``Ground Truth/k.tif`` (PNG in some mirrors; also accepted inside a
+``PNG`` or ``TIF`` sub-folder). Frames come from videos, so random splits leak near-duplicates.
+ColonDB: ``images/*.png`` + ``masks/*.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from biorules.errors import InputError
+from segment.data.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetInfo,
+    Record,
+    Sample,
+    Scan,
+    binarise,
+    check_same_size,
+    find_root,
+    paired_folders,
+    read_image,
+    read_label_array,
+    require_dir,
+)
+
+CLINICDB = DatasetInfo(
+    name="cvc-clinicdb", num_classes=2, in_channels=3, class_names=("polyp",), mean=IMAGENET_MEAN,
+    std=IMAGENET_STD, official_split=False, layout="Original/k.tif + Ground Truth/k.tif",
+)
+COLONDB = DatasetInfo(
+    name="cvc-colondb", num_classes=2, in_channels=3, class_names=("polyp",), mean=IMAGENET_MEAN,
+    std=IMAGENET_STD, official_split=False, layout="images/NAME.png + masks/NAME.png",
+)
+_EXTS = (".tif", ".tiff", ".png", ".bmp", ".jpg")
+LEAK_WARNING = "CVC-ClinicDB frames come from videos: random splits leak near-duplicate frames"
+
+
+def scan_clinicdb(root: Path) -> Scan:
+    base = find_root(require_dir(root, "--data-dir"), "Original", ("PNG", "TIF", "CVC-ClinicDB"))
+    for sub in ("Original", "Ground Truth"):
+        if not (base / sub).is_dir():
+            raise InputError(f"--data-dir {root}: no '{sub}/' folder (expected {CLINICDB.layout})")
+    return paired_folders(base / "Original", base / "Ground Truth", _EXTS, _EXTS)
+
+
+def scan_colondb(root: Path) -> Scan:
+    base = find_root(require_dir(root, "--data-dir"), "images", ("CVC-ColonDB",))
+    for sub in ("images", "masks"):
+        if not (base / sub).is_dir():
+            raise InputError(f"--data-dir {root}: no {sub}/ folder (expected {COLONDB.layout})")
+    return paired_folders(base / "images", base / "masks", _EXTS, _EXTS)
+
+
+def load(record: Record) -> Sample:
+    image = read_image(record.image, 3)
+    lossy = Path(record.mask).suffix.lower() in (".jpg", ".jpeg")
+    mask = binarise(read_label_array(record.mask), record.mask, lossy=lossy)
+    check_same_size(image, mask, record.image, record.mask)
+    return Sample(image=image, mask=mask)

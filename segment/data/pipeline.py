@@ -1,0 +1,80 @@
+"""From records to tensors: resize, cache and normalise (spec §11).
+
+Training images are resized to ``size``² (bilinear, antialiased) and masks with nearest; the
+resized tensors are cached in memory. Evaluation keeps the original-resolution masks, since
+metrics are computed there (spec §12).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segment.data import Dataset, Record
+
+
+def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
+    """float32 (H, W, C) -> (C, size, size) bilinear (antialiased when shrinking)."""
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x[0]
+
+
+def resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
+    """int (H, W) -> (size, size) nearest."""
+    m = torch.from_numpy(np.ascontiguousarray(mask))
+    if m.shape != (size, size):
+        m = F.interpolate(m[None, None].float(), size=(size, size), mode="nearest")[0, 0].long()
+    return m.long()
+
+
+def normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """(x − mean)/std per channel for (B, C, H, W) images in [0, 1]."""
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None]
+    s = torch.tensor(std, dtype=x.dtype, device=x.device)[None, :, None, None]
+    return (x - m) / s
+
+
+@dataclass
+class TrainSet:
+    """The resized training images of one split, loaded once (float16 images, uint8 masks)."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+
+    @classmethod
+    def build(cls, ds: Dataset, records: list[Record], size: int) -> TrainSet:
+        imgs, msks = [], []
+        for r in records:
+            s = ds.load(r)
+            imgs.append(resize_image(s.image, size).half())
+            msks.append(resize_mask(s.mask, size).to(torch.uint8))
+        return cls(torch.stack(imgs), torch.stack(msks))
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[idx].float(), self.masks[idx].long()
+
+
+@dataclass
+class EvalItem:
+    """One evaluation image: resized input, original-resolution mask and instances."""
+
+    record: Record
+    image: torch.Tensor
+    mask: np.ndarray
+    instances: np.ndarray | None
+
+
+def eval_items(ds: Dataset, records: list[Record], size: int) -> list[EvalItem]:
+    out = []
+    for r in records:
+        s = ds.load(r)
+        out.append(EvalItem(r, resize_image(s.image, size), s.mask, s.instances))
+    return out
