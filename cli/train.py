@@ -1,0 +1,114 @@
+"""``biorules train``: one network, one task, one learning rule; the run goes to a zarr store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from biorules.activations import NONLINEARITIES
+from biorules.network import INITS
+from biorules.rules import RULE_NAMES
+from biorules.tasks import TASKS
+from cli.context import Context, pass_context, quiet_option
+
+_RULE_OPTIONS = {
+    "window": ("--window", ("tbptt",)),
+    "mode": ("--tbptt-mode", ("tbptt",)),
+    "form": ("--form", ("bptt", "rflo")),
+    "feedback": ("--feedback", ("rflo",)),
+}
+
+
+def _default_out(task: str, rule: str, model: str, seed: int) -> Path:
+    return Path("results") / f"train-{task}-{rule}-{model}-seed{seed}.zarr"
+
+
+@click.command()
+@click.option("--task", type=click.Choice(TASKS), default="2af", show_default=True, help="Task (spec §2).")
+@click.option("--rule", type=click.Choice(RULE_NAMES), default="eprop", show_default=True,
+              help="Learning rule (spec §3); lif supports bptt, eprop, eprop-random.")
+@click.option("--model", type=click.Choice(["rate", "lif"]), default="rate", show_default=True,
+              help="Rate network or spiking LIF network.")
+@click.option("--gain", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Initial gain g.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=200, show_default=True, help="Number of units N.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True,
+              help="Leak α = dt/τ (rate model).")
+@click.option("--nonlinearity", type=click.Choice(NONLINEARITIES), default="tanh", show_default=True,
+              help="φ (rate model).")
+@click.option("--init", type=click.Choice(INITS), default="gaussian", show_default=True,
+              help="Initial connectivity (rate model).")
+@click.option("--updates", type=click.IntRange(min=1), default=2000, show_default=True, help="Training updates.")
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="Trials per update.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Master seed (network, B, data).")
+@click.option("--exponents", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Lyapunov exponents k before/after training (rate model; 0 skips).")
+@click.option("--window", type=click.IntRange(min=1), default=None, help="tbptt window K  [default: 10]")
+@click.option("--tbptt-mode", type=click.Choice(["chunk", "sliding"]), default=None,
+              help="tbptt truncation  [default: chunk]")
+@click.option("--form", type=click.Choice(["a", "r"]), default=None,
+              help="Network form for bptt and rflo  [default: a]")
+@click.option("--feedback", type=click.Choice(["random", "symmetric"]), default=None,
+              help="rflo feedback matrix B  [default: random]")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="New zarr store  [default: results/train-TASK-RULE-MODEL-seedSEED.zarr]")
+@quiet_option
+@pass_context
+def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, updates, batch, lr, optimizer,
+          seed, exponents, window, tbptt_mode, form, feedback, threads, out) -> None:
+    """Train a network on a task with a learning rule; store curves, spectra and final scores."""
+    from biorules.errors import InputError
+    from biorules.train import check_choice
+
+    out = _default_out(task, rule, model, seed) if out is None else out
+    if out.exists():
+        raise click.BadParameter(f"{out} already exists; choose another path or remove it", param_hint="'--out'")
+    options = {"window": window, "mode": tbptt_mode, "form": form, "feedback": feedback}
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        check_choice(task, rule, model)
+        for key in given:
+            flag, rules = _RULE_OPTIONS[key]
+            if model == "lif" or rule not in rules:
+                raise InputError(f"{flag} applies to the rate rule(s) {', '.join(rules)} only, not to {rule} ({model})")
+        if model == "rate":
+            from biorules.rules import get_rule
+
+            get_rule(rule, **given)  # an option the rule does not have fails here, before any work
+    except InputError as e:
+        raise click.UsageError(str(e)) from None
+
+    import torch
+
+    from biorules import store
+    from biorules.network import NetworkParams
+    from biorules.train import train as run_training
+
+    torch.set_num_threads(threads)
+    params = NetworkParams(n=n, gain=gain, alpha=alpha, nonlinearity=nonlinearity, init=init)
+    ds = run_training(task, rule, params, model=model, optimizer=optimizer, lr=lr, batch=batch, updates=updates,
+                      seed=seed, n_exponents=exponents, rule_options=given, progress=ctx.progress)
+    store.save(ds, out)
+
+    status = "done" if int(ds.status) == store.STATUS["done"] else "diverged"
+    lam0 = float(ds.lambda_before[0]) if ds.sizes.get("exponent", 0) else float("nan")
+    lam1 = float(ds.lambda_after[0]) if ds.sizes.get("exponent", 0) else float("nan")
+    ctx.echo(f"{task} / {rule} / {model} (N={n}, g={gain}): {status} after {updates} updates "
+             f"in {float(ds.wall_time):.1f} s")
+    ctx.echo(f"final accuracy {float(ds.final_accuracy):.3f}, final loss {float(ds.final_loss):.4f} "
+             f"(held-out {ds.attrs['config_eval_batch']} trials)")
+    if ds.sizes.get("exponent", 0):
+        ctx.echo(f"λ_max [1/τ] {lam0:+.4f} -> {lam1:+.4f}; ||ΔW||/||W0|| = {float(ds.weight_change):.3f}")
+    if status != "done":
+        ctx.echo(f"note: {ds.attrs['status_message']}")
+    ctx.echo(f"store: {out}")
+    ctx.emit_json({
+        "out": str(out), "task": task, "rule": rule, "model": model, "status": status,
+        "final_accuracy": float(ds.final_accuracy), "final_loss": float(ds.final_loss),
+        "lambda_max_before": lam0, "lambda_max_after": lam1, "weight_change": float(ds.weight_change),
+        "wall_time": float(ds.wall_time),
+    })
