@@ -30,6 +30,11 @@ def summary_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _bars(obj: Context) -> bool:
+    """Progress bars only on a terminal and without --quiet/--json."""
+    return obj.progress and sys.stderr.isatty()
+
+
 def run_train(obj: Context, options: dict) -> None:
     """Build the config from the group options, train, print the summary."""
     from tqdm.auto import tqdm
@@ -40,7 +45,7 @@ def run_train(obj: Context, options: dict) -> None:
     resume, overwrite = options.pop("resume"), options.pop("overwrite")
     cfg = TrainConfig(**options)
     echo = tqdm.write if obj.progress else (lambda _m: None)
-    ds = train(cfg, out, resume=resume, overwrite=overwrite, progress=obj.progress, echo=echo, command=sys.argv)
+    ds = train(cfg, out, resume=resume, overwrite=overwrite, progress=_bars(obj), echo=echo, command=sys.argv)
     if not ds.data_vars:  # a DDP rank other than 0
         return
     summary = summarize(ds)
@@ -65,7 +70,7 @@ def predict(obj: Context, checkpoint: str, input_dir: str, out_dir: str, tta: bo
     from segment.engine import predict_folder
 
     written = predict_folder(checkpoint, input_dir, out_dir, tta=tta, device=device, batch=batch,
-                             progress=obj.progress)
+                             progress=_bars(obj))
     obj.echo(f"wrote {len(written) // 2} masks and overlays to {out_dir}")
     obj.emit_json({"out": out_dir, "files": [str(p) for p in written]})
 
@@ -94,7 +99,7 @@ def evaluate(obj: Context, checkpoint: str, dataset: str | None, data_dir: str |
 
     ds = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, split=split, split_seed=split_seed,
                              tta=tta, empty=empty, min_area=min_area, device=device, out=out, overwrite=overwrite,
-                             progress=obj.progress, command=sys.argv)
+                             progress=_bars(obj), command=sys.argv)
     summary = summarize(ds)
     for line in summary_lines(summary):
         obj.echo(line)
@@ -112,7 +117,7 @@ def verify(obj: Context, dataset: str, data_dir: str | None) -> None:
     from segment.data import verify as verify_dataset
 
     ds = open_dataset(dataset, data_dir)
-    problems = verify_dataset(ds, progress=obj.progress)
+    problems = verify_dataset(ds, progress=_bars(obj))
     for p in problems:
         click.echo(p, err=True)
     obj.echo(f"{len(ds.records)} images checked, {len(problems)} problem(s)")

@@ -42,7 +42,8 @@ OBJECT_VARS: dict[str, tuple[tuple[str, ...], str, str]] = {
 
 
 def versions() -> dict[str, str]:
-    import click
+    import importlib.metadata
+
     import scipy
     import torch
     import zarr
@@ -51,7 +52,7 @@ def versions() -> dict[str, str]:
 
     return {"python": platform.python_version(), "biorules": biorules.__version__, "torch": torch.__version__,
             "numpy": np.__version__, "xarray": xr.__version__, "zarr": zarr.__version__,
-            "scipy": scipy.__version__, "click": click.__version__}
+            "scipy": scipy.__version__, "click": importlib.metadata.version("click")}
 
 
 def template(

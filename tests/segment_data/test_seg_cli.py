@@ -1,0 +1,99 @@
+"""``biorules segment`` through the entry point: training, predict/eval/verify, bad input
+(one line, exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import seg_fixtures as fx
+
+from cli.main import main
+
+TINY = ["--model", "rwkv_unet_test", "--size", "32", "--epochs", "1", "--batch", "6", "--device", "cpu"]
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_predict_eval(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run.zarr"
+    code, stdout, err = run(["--json", "segment", *TINY, "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["splits_done"] == 1 and 0 <= summary["classes"]["nucleus"]["dice"][0] <= 1
+    assert set(summary["objects"]) == {"test"}
+    ck = tmp_path / "run.ckpt" / "split0_best.pt"
+    code, stdout, err = run(["segment", "eval", "--checkpoint", str(ck), "--device", "cpu"], capsys)
+    assert code == 0 and "nucleus" in stdout and "objects test: F1" in stdout
+    fx.save(tmp_path / "in" / "x.png", fx.gray(1))
+    code, stdout, err = run(["segment", "predict", "--checkpoint", str(ck), "--input", str(tmp_path / "in"),
+                             "--out", str(tmp_path / "pred"), "--device", "cpu"], capsys)
+    assert code == 0 and sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["x_mask.png", "x_overlay.png"]
+    # the same command again refuses to overwrite, --resume finds the run finished
+    code, _, err = run(["segment", *TINY, "--out", str(out)], capsys)
+    assert code == 2 and "--resume" in err
+    code, stdout, err = run(["segment", *TINY, "--out", str(out), "--resume"], capsys)
+    assert code == 0 and "nucleus" in stdout
+
+
+@pytest.mark.parametrize("case", ["no-data-dir", "missing-dir", "wrong-layout", "corrupt", "size", "unknown"])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, capsys, case: str) -> None:
+    data = tmp_path / "glas"
+    fx.make_glas(data)
+    args = ["segment", "--dataset", "glas", "--data-dir", str(data)]
+    expect = ""
+    if case == "no-data-dir":
+        args, expect = ["segment", "--dataset", "glas"], "--data-dir is required"
+    elif case == "missing-dir":
+        args[-1], expect = str(tmp_path / "nowhere"), "nowhere not found"
+    elif case == "wrong-layout":
+        fx.make_kvasir(tmp_path / "kv")
+        args[-1], expect = str(tmp_path / "kv"), "no GlaS files"
+    elif case == "corrupt":
+        (data / "testA_2.bmp").write_bytes(b"BM\x00garbage")
+        expect = "cannot decode image " + str(data / "testA_2.bmp")
+    elif case == "size":
+        fx.save(data / "train_2_anno.bmp", fx.blobs(2, w=fx.W - 4))
+        expect = f"mask {data / 'train_2_anno.bmp'} is 44x40 but image"
+    elif case == "unknown":
+        args[2], expect = "mnist", "--dataset: unknown dataset 'mnist'"
+    out = tmp_path / "out.zarr"
+    code, stdout, err = run([*args, *TINY, "--out", str(out)], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("Error: ") and expect in err, err
+    assert not out.exists() and not (tmp_path / "out.ckpt").exists()
+
+
+def test_verify_lists_every_problem(tmp_path: Path, capsys) -> None:
+    fx.make_glas(tmp_path)
+    (tmp_path / "train_1.bmp").write_bytes(b"junk")
+    (tmp_path / "testA_1.bmp").write_bytes(b"junk")
+    code, stdout, err = run(["segment", "verify", "--dataset", "glas", "--data-dir", str(tmp_path)], capsys)
+    assert code == 2 and err.count("cannot decode image") == 2 and "7 images checked, 2 problem(s)" in stdout
+
+
+def test_predict_bad_checkpoint(tmp_path: Path, capsys) -> None:
+    (tmp_path / "in").mkdir()
+    code, _, err = run(["segment", "predict", "--checkpoint", str(tmp_path / "no.pt"), "--input",
+                        str(tmp_path / "in"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "no.pt: file not found" in err and not (tmp_path / "o").exists()
+
+
+def test_subcommand_help_does_not_import_torch() -> None:
+    code = ("import sys; from cli.main import main\n"
+            "try:\n    main(['segment', 'predict', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "--checkpoint" in r.stdout

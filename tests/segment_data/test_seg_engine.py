@@ -1,0 +1,147 @@
+"""Training loop, store, checkpoints, resume, predict and eval on the built-in demo data
+(the tiny ``rwkv_unet_test`` model at 32², CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from PIL import Image
+
+from biorules.errors import InputError
+from segment import engine as E
+from segment import results as R
+
+FAST = E.TrainConfig(model="rwkv_unet_test", size=32, epochs=2, batch=6, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, xr.Dataset]:
+    out = tmp_path_factory.mktemp("run") / "demo.zarr"
+    ds = E.train(FAST, out, command=["biorules", "segment", "--model", "rwkv_unet_test"])
+    return out, ds.load()
+
+
+def test_store_layout(run) -> None:
+    out, ds = run
+    assert dict(ds.sizes) == {"split": 1, "epoch": 2, "class": 1, "image": 2, "part": 1}
+    assert list(ds["image"].values) == ["tile_r2_c3", "tile_r3_c3"]
+    assert ds["test_dice"].attrs["units"] == "1" and ds["test_hd95"].attrs["units"] == "pixel"
+    assert all("long_name" in ds[v].attrs for v in ds.data_vars)
+    assert np.isfinite(ds["train_loss"]).all() and np.isfinite(ds["val_dice"]).all()
+    assert ((ds["test_dice"] >= 0) & (ds["test_dice"] <= 1)).all()
+    assert int(ds["status"][0]) == R.STATUS_DONE and int(ds["best_epoch"][0]) in (1, 2)
+    assert E.config_from_dict(__import__("json").loads(ds.attrs["config"])) == FAST.resolved()
+    assert "torch" in ds.attrs["versions"] and ds.attrs["command"].startswith("biorules segment")
+    assert np.isfinite(ds["test_object_f1"]).all()
+    ck = E.checkpoint_dir(out)
+    assert sorted(p.name for p in ck.iterdir()) == ["split0_best.pt", "split0_last.pt"]
+
+
+def test_store_round_trip_with_regions_out_of_order(tmp_path: Path) -> None:
+    tmpl = R.template(split_names=["random-0", "random-1"], split_seeds=[0, 1], epochs=3, classes=["gland"],
+                      images=["a", "b", "c"], image_parts=["test"] * 3, parts=["test"], attrs={"config": "{}"})
+    path = tmp_path / "r.zarr"
+    R.create(path, tmpl)
+    dims = R.all_dims(tmpl)
+    want = tmpl.copy(deep=True)
+    for k, e in ((1, 2), (0, 0), (1, 0)):
+        R.write_region(path, {"train_loss": [[0.1 * k + e]], "val_dice": [[[0.5 + e]]]},
+                       {"split": slice(k, k + 1), "epoch": slice(e, e + 1)}, dims)
+        want["train_loss"][k, e] = 0.1 * k + e
+        want["val_dice"][k, e, 0] = 0.5 + e
+    R.write_region(path, {"test_dice": [[[0.9], [0.8], [np.nan]]], "status": np.array([2], np.int8)},
+                   {"split": slice(1, 2)}, dims)
+    want["test_dice"][1, :, 0] = [0.9, 0.8, np.nan]
+    want["status"][1] = 2
+    xr.testing.assert_identical(want, R.open_results(path).load())
+
+
+def test_resume_after_interrupt_matches_uninterrupted(tmp_path: Path, run) -> None:
+    out = tmp_path / "r.zarr"
+
+    def stop(split: int, epoch: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        E.train(FAST, out, on_epoch_end=stop, command=["x"])
+    part = R.open_results(out).load()
+    assert np.isfinite(part["train_loss"][0, 0]) and np.isnan(part["train_loss"][0, 1])
+    assert int(part["status"][0]) == R.STATUS_TRAINING
+    with pytest.raises(InputError, match="--resume"):
+        E.train(FAST, out, command=["x"])
+    resumed = E.train(FAST, out, resume=True, command=["x"]).load()
+    whole = run[1]
+    timing = ["epoch_time", "train_images_per_second"]
+    xr.testing.assert_identical(resumed.drop_vars(timing).drop_attrs(), whole.drop_vars(timing).drop_attrs())
+
+
+def test_resume_with_other_options_is_refused(tmp_path: Path, run) -> None:
+    out, _ = run
+    with pytest.raises(InputError, match="other options \\(lr\\)"):
+        E.train(E.TrainConfig(**{**FAST.to_dict(), "lr": 0.5}), out, resume=True)
+
+
+def test_checkpoint_atomic_and_strict(tmp_path: Path, run) -> None:
+    out, _ = run
+    best = E.checkpoint_dir(out) / "split0_best.pt"
+    ck = E.read_checkpoint(best)
+    assert set(ck) == {"model", "epoch", "meta", "config"} and ck["meta"]["model"] == "rwkv_unet_test"
+    model, meta = E.model_from_checkpoint(best, torch.device("cpu"))
+    # a DDP-style "module." prefix is stripped; missing and unexpected keys are named
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in ck["model"].items()}}
+    E.load_state_strict(model, E.unwrap_state(wrapped), "wrapped")
+    state = dict(ck["model"])
+    state.pop("final_conv.bias")
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(InputError, match="1 missing keys: final_conv.bias; 1 unexpected keys: extra.weight"):
+        E.load_state_strict(model, state, "edited")
+    E.save_checkpoint(tmp_path / "c.pt", {"model": state})
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="bad.pt: not a readable checkpoint"):
+        E.read_checkpoint(tmp_path / "bad.pt")
+
+
+def test_eval_checkpoint_reproduces_training_test_metrics(run) -> None:
+    out, ds = run
+    ev = E.evaluate_checkpoint(E.checkpoint_dir(out) / "split0_best.pt", device="cpu")
+    np.testing.assert_array_equal(ev["test_dice"].values, ds["test_dice"].values)
+    np.testing.assert_array_equal(ev["test_object_f1"].values, ds["test_object_f1"].values)
+
+
+def test_predict_folder(tmp_path: Path, run) -> None:
+    out, _ = run
+    src = tmp_path / "in"
+    src.mkdir()
+    img = (np.random.default_rng(0).random((50, 70)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(src / "a.png")
+    Image.fromarray(np.stack([img] * 3, -1)).save(src / "b.jpg")
+    files = E.predict_folder(E.checkpoint_dir(out) / "split0_best.pt", src, tmp_path / "pred", device="cpu")
+    assert sorted(p.name for p in files) == ["a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png"]
+    m = np.array(Image.open(tmp_path / "pred" / "a_mask.png"))
+    assert m.shape == (50, 70) and set(np.unique(m)) <= {0, 255}
+    assert np.array(Image.open(tmp_path / "pred" / "b_overlay.png")).shape == (50, 70, 3)
+    (src / "c.png").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="c.png"):
+        E.predict_folder(E.checkpoint_dir(out) / "split0_best.pt", src, tmp_path / "pred2", device="cpu")
+    assert not (tmp_path / "pred2").exists()
+
+
+def test_augment_keeps_image_and_mask_aligned() -> None:
+    from segment.data import augment as A
+
+    g = torch.Generator().manual_seed(3)
+    m = (torch.rand(16, 32, 32, generator=g) > 0.7).long()
+    x = m[:, None].float().repeat(1, 3, 1, 1)
+    params = A.sample_params(16, g, A.AugmentConfig(p_rot90_flip=1, p_rotate=0, p_crop=0, p_intensity=0))
+    xa, ma = A.apply(x, m, params)
+    assert torch.equal(xa[:, 0].long(), ma)  # rot90/flip exactly
+    params = A.sample_params(16, g, A.AugmentConfig(p_rotate=1, p_crop=1, p_intensity=0))
+    xa, ma = A.apply(x, m, params)
+    agree = ((xa[:, 0] > 0.5).long() == ma).float().mean()
+    assert agree > 0.9 and set(ma.unique().tolist()) <= {0, 1}
