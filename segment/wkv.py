@@ -124,6 +124,8 @@ def _excl_cumsum(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _chunk_len(w: torch.Tensor, T: int) -> int:
+    if w.device.type == "meta":  # shapes only (segment.info): one chunk
+        return T
     wmax = float(w.detach().abs().max()) if w.numel() else 0.0
     if wmax * T <= CHUNK_DECAY:
         return T
