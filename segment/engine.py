@@ -55,7 +55,8 @@ class TrainConfig:
 
     ``lr`` and ``weight_decay`` are AdamW's (1/iteration scale, dimensionless); ``size`` in pixels;
     ``clip_grad`` is the max global gradient norm (0: off); ``epochs``/``batch`` None take the
-    dataset recipe; ``batch`` is the global batch (split over DDP ranks).
+    dataset recipe; ``batch`` is the global batch (split over DDP ranks); ``drop_path`` (None:
+    the model's) sets the encoder and CCM drop-path rates.
     """
 
     dataset: str = "demo"
@@ -257,7 +258,7 @@ def build_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
     from segment.model import create_model
 
     return create_model(cfg.model, in_channels=info.in_channels, num_classes=info.model_classes, wkv=cfg.wkv,
-                        drop_path_rate=cfg.drop_path)
+                        drop_path_rate=cfg.drop_path, ccm_drop_path=cfg.drop_path)
 
 
 def lr_at(it: int, total: int, base: float, schedule: str) -> float:
