@@ -93,7 +93,7 @@ def _build(model: str, params: Any, task: Any, rule: str, rule_options: dict[str
         params = LIFParams()
     elif isinstance(params, NetworkParams):  # shared options: size and gain
         params = LIFParams(n=params.n, gain=params.gain)
-    params = replace(params, n_in=task.n_in, n_out=task.n_out, seed=net_seed)
+    params = replace(params, n_in=task.n_in, n_out=task.n_out, seed=net_seed, dt=task.dt)
     opts = dict(rule_options)
     if rule == "eprop-random":
         opts.setdefault("feedback_seed", fb_seed)
@@ -164,7 +164,8 @@ def train(
     task, rule : names from :data:`biorules.tasks.TASKS` and the rules of ``model``.
     params : :class:`biorules.network.NetworkParams` (rate) or ``LIFParams`` (lif); n_in, n_out
         come from the task and the seed from the master ``seed``'s network stream.
-    model : ``rate`` or ``lif`` (spiking; no Lyapunov spectrum, those variables are NaN).
+    model : ``rate`` or ``lif`` (spiking: the LIF step is the task's dt, 1 ms unless
+        ``task_options["dt"]`` says otherwise; no Lyapunov spectrum, ``exponent`` is empty).
     optimizer, lr : ``adam`` (β = (0.9, 0.999)) or ``sgd``, and its learning rate.
     batch, updates : trials per update and number of updates.
     n_exponents : k, top exponents before/after training (capped at N; 0 skips the spectra).
@@ -195,7 +196,7 @@ def train(
     if dtype not in ("float32", "float64"):
         raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
     settings = {**DEFAULT_LYAPUNOV, **(lyapunov or {})}
-    task_options = dict(task_options or {})
+    task_options = {k: v for k, v in (task_options or {}).items() if v is not None}
     rule_options = {k: v for k, v in (rule_options or {}).items() if v is not None}
     s = seeds(seed)
 

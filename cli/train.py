@@ -38,6 +38,8 @@ def _default_out(task: str, rule: str, model: str, seed: int) -> Path:
               help="φ (rate model).")
 @click.option("--init", type=click.Choice(INITS), default="gaussian", show_default=True,
               help="Initial connectivity (rate model).")
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time step of the task (and of the LIF network) [ms]  [default: 20 rate, 1 lif]")
 @click.option("--updates", type=click.IntRange(min=1), default=2000, show_default=True, help="Training updates.")
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="Trials per update.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
@@ -58,7 +60,7 @@ def _default_out(task: str, rule: str, model: str, seed: int) -> Path:
               help="New zarr store  [default: results/train-TASK-RULE-MODEL-seedSEED.zarr]")
 @quiet_option
 @pass_context
-def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, updates, batch, lr, optimizer,
+def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, dt, updates, batch, lr, optimizer,
           seed, exponents, window, tbptt_mode, form, feedback, threads, out) -> None:
     """Train a network on a task with a learning rule; store curves, spectra and final scores."""
     from biorules.errors import InputError
@@ -91,7 +93,8 @@ def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, u
     torch.set_num_threads(threads)
     params = NetworkParams(n=n, gain=gain, alpha=alpha, nonlinearity=nonlinearity, init=init)
     ds = run_training(task, rule, params, model=model, optimizer=optimizer, lr=lr, batch=batch, updates=updates,
-                      seed=seed, n_exponents=exponents, rule_options=given, progress=ctx.progress)
+                      seed=seed, n_exponents=exponents, rule_options=given, progress=ctx.progress,
+                      task_options={"dt": dt})
     store.save(ds, out)
 
     status = "done" if int(ds.status) == store.STATUS["done"] else "diverged"

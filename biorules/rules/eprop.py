@@ -78,7 +78,8 @@ class Eprop:
             trace = EpropTrace(torch.zeros_like(state.h), torch.zeros_like(x[0]), 0.0)
             grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
             active = batch.mask.any(axis=1)
-            ys, loss = [], torch.zeros((), dtype=x.dtype)
+            ys = x.new_empty((x.shape[0], n_batch, model.V.shape[0]))  # y_1..y_T, O(T·n_out)
+            loss = torch.zeros((), dtype=x.dtype)
             for t in range(x.shape[0]):
                 h_prev = state.h
                 state = step(state, x[t])
@@ -88,7 +89,7 @@ class Eprop:
                     (1.0 - alpha) * trace.one + alpha,
                 )
                 y = model.readout(state.h)
-                ys.append(y)
+                ys[t] = y
                 if not active[t]:
                     continue  # e_t = 0: nothing to learn at this step
                 part, e = task.output_error(y[None], batch, slice(t, t + 1))
@@ -100,4 +101,4 @@ class Eprop:
                 grads["V"] += e.T @ state.h
                 grads["c"] += e.sum(0)
                 loss += part
-        return GradResult(mask_recurrent(model, grads), torch.stack(ys), loss), trace
+        return GradResult(mask_recurrent(model, grads), ys, loss), trace

@@ -83,7 +83,8 @@ class RFLO:
             pb = x.new_zeros((n_batch, n))
             grads = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
             active = batch.mask.any(axis=1)
-            ys, loss = [], torch.zeros((), dtype=x.dtype)
+            ys = x.new_empty((x.shape[0], n_batch, model.V.shape[0]))  # y_1..y_T, O(T·n_out)
+            loss = torch.zeros((), dtype=x.dtype)
             for t in range(x.shape[0]):
                 h_prev = state.h
                 state = step(state, x[t])
@@ -92,7 +93,7 @@ class RFLO:
                 Px.baddbmm_(psi[:, :, None], x[t][:, None, :], beta=1.0 - alpha, alpha=alpha)
                 pb.mul_(1.0 - alpha).add_(psi, alpha=alpha)
                 y = model.readout(state.h)
-                ys.append(y)
+                ys[t] = y
                 if not active[t]:
                     continue
                 part, e = task.output_error(y[None], batch, slice(t, t + 1))
@@ -104,4 +105,4 @@ class RFLO:
                 grads["V"] += e.T @ state.h
                 grads["c"] += e.sum(0)
                 loss += part
-        return GradResult(mask_recurrent(model, grads), torch.stack(ys), loss), RfloTrace(P, Px, pb)
+        return GradResult(mask_recurrent(model, grads), ys, loss), RfloTrace(P, Px, pb)
