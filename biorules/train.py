@@ -10,6 +10,7 @@ clipping). Recorded:
 - ``final_loss``, ``final_accuracy``: on that held-out batch after training;
 - ``lambda_before``, ``lambda_after`` (exponent): the top-k autonomous Lyapunov spectrum per τ of
   the rate network before and after training (x = 0, b kept; :func:`biorules.lyapunov.spectrum`);
+- ``grad_cosine`` (cosine_update): cos(∇W_rule, ∇W_BPTT) on the same batch every ``cosine_every``;
 - ``weight_change`` = ‖W − W₀‖_F/‖W₀‖_F, ``input_weight_change`` likewise for U;
 - ``status`` (CF flags of :data:`biorules.store.STATUS`): ``done``, or ``diverged`` when a loss, gradient or weight becomes NaN/inf; the run then
   stops and its curves are NaN-padded, never an exception;
@@ -149,6 +150,7 @@ def train(
     n_exponents: int = 10,
     eval_every: int = 50,
     eval_batch: int = 512,
+    cosine_every: int = 100,
     task_options: dict[str, Any] | None = None,
     rule_options: dict[str, Any] | None = None,
     lyapunov: dict[str, float] | None = None,
@@ -170,6 +172,8 @@ def train(
     batch, updates : trials per update and number of updates.
     n_exponents : k, top exponents before/after training (capped at N; 0 skips the spectra).
     eval_every, eval_batch : held-out evaluation period [updates] and size [trials].
+    cosine_every : every this many updates, the cosine between the rule's ∇W and BPTT's on the
+        same batch (rate model; 0 disables; spec §6).
     task_options, rule_options : passed to ``make_task`` and the rule (e.g. ``{"window": 10}``).
     lyapunov : spectrum settings in τ, overriding :data:`DEFAULT_LYAPUNOV`.
     enforce_dale : with the ``dale`` init, zero entries whose sign flips after each update.
@@ -187,8 +191,8 @@ def train(
     check_choice(task, rule, model)
     if int(updates) < 1:
         raise InputError(f"updates must be a positive number, got {updates}")
-    if int(batch) < 1 or int(eval_batch) < 1 or int(eval_every) < 1:
-        raise InputError("batch, eval_batch and eval_every must be positive")
+    if int(batch) < 1 or int(eval_batch) < 1 or int(eval_every) < 1 or int(cosine_every) < 0:
+        raise InputError("batch, eval_batch and eval_every must be positive, cosine_every non-negative")
     if optimizer not in OPTIMIZERS:
         raise InputError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if not (lr > 0 and math.isfinite(lr)):
@@ -232,6 +236,13 @@ def train(
     eval_loss = np.full(len(eval_at), np.nan)
     eval_acc = np.full(len(eval_at), np.nan)
     status, message = "done", ""
+    cos_at = list(range(0, n_up, int(cosine_every))) if (cosine_every and model == "rate") else []
+    cosines = np.full(len(cos_at), np.nan)
+    reference = None
+    if cos_at:
+        from biorules.rules import get_rule
+
+        reference = get_rule("bptt", form=getattr(the_rule, "form", "a"))
 
     def evaluate() -> tuple[float, float]:
         y = _outputs(the_rule, net, eval_data.x)
@@ -251,6 +262,9 @@ def train(
             if not (_finite(res.loss, *res.grads.values())):
                 status, message = "diverged", f"non-finite loss or gradient at update {u}"
                 break
+            if u in cos_at:
+                g, g_ref = res.grads["W"], reference.gradients(net, data, the_task).grads["W"]
+                cosines[cos_at.index(u)] = float((g * g_ref).sum() / (g.norm() * g_ref.norm()))
             loss_curve[u] = float(res.loss)
             acc_curve[u] = float(the_task.accuracy(res.y, data))
             opt.zero_grad(set_to_none=True)
@@ -291,6 +305,7 @@ def train(
             "eval_accuracy": ("eval_update", eval_acc, {"units": "1", "long_name": f"task metric on the held-out batch ({metric})"}),
             "lambda_before": ("exponent", lam_before, {"units": "1/tau", "long_name": "Lyapunov exponent before training (autonomous)"}),
             "lambda_after": ("exponent", lam_after, {"units": "1/tau", "long_name": "Lyapunov exponent after training (autonomous)"}),
+            "grad_cosine": ("cosine_update", cosines, {"units": "1", "long_name": "cosine between the rule's and BPTT's recurrent-weight gradient on the same batch"}),
             "weight_change": ((), weight_change, {"units": "1", "long_name": "||W - W0||_F / ||W0||_F"}),
             "input_weight_change": ((), input_change, {"units": "1", "long_name": "||U - U0||_F / ||U0||_F"}),
             "final_loss": ((), final_loss, {"units": "1", "long_name": "task loss on the held-out batch after training"}),
@@ -301,13 +316,14 @@ def train(
         coords={
             "update": ("update", np.arange(n_up), {"long_name": "training update (0-based)"}),
             "eval_update": ("eval_update", np.array(eval_at), {"long_name": "updates done before the evaluation"}),
+            "cosine_update": ("cosine_update", np.array(cos_at, dtype=np.int64), {"long_name": "update at which the gradient cosine was taken"}),
             "exponent": ("exponent", np.arange(1, k + 1), {"long_name": "exponent index (1 = largest)"}),
         },
     )
     config = {
         "task": task, "rule": rule, "model": model, "optimizer": optimizer, "lr": float(lr),
         "batch": int(batch), "updates": n_up, "seed": int(seed), "n_exponents": k,
-        "eval_every": int(eval_every), "eval_batch": int(eval_batch), "enforce_dale": int(enforce_dale),
+        "eval_every": int(eval_every), "eval_batch": int(eval_batch), "cosine_every": int(cosine_every), "enforce_dale": int(enforce_dale),
         "dtype": dtype, "on_update": "" if on_update is None else getattr(on_update, "__name__", type(on_update).__name__),
     }
     attrs: dict[str, Any] = {f"config_{k_}": v for k_, v in config.items()}

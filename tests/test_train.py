@@ -13,7 +13,7 @@ from biorules.network import NetworkParams
 from biorules.rules import RULE_NAMES
 from biorules.train import seeds, train
 
-SMALL = dict(updates=4, batch=4, eval_every=2, eval_batch=16, n_exponents=3,
+SMALL = dict(updates=4, batch=4, eval_every=2, eval_batch=16, n_exponents=3, cosine_every=2,
              lyapunov={"transient_tau": 5.0, "ons_transient_tau": 2.0, "steps_tau": 20.0})
 
 
@@ -23,9 +23,9 @@ def small(n: int = 16, **kw) -> NetworkParams:
 
 def test_dataset_layout_units_and_attrs():
     ds = train("2af", "eprop", small(), **SMALL)
-    assert dict(ds.sizes) == {"update": 4, "eval_update": 3, "exponent": 3}
+    assert dict(ds.sizes) == {"update": 4, "eval_update": 3, "exponent": 3, "cosine_update": 2}
     for name in ("loss", "accuracy", "eval_loss", "eval_accuracy", "lambda_before", "lambda_after",
-                 "weight_change", "input_weight_change", "final_loss", "final_accuracy", "status", "wall_time"):
+                 "weight_change", "input_weight_change", "grad_cosine", "final_loss", "final_accuracy", "status", "wall_time"):
         assert name in ds and "long_name" in ds[name].attrs, name
         assert name == "status" or "units" in ds[name].attrs, name
     assert ds.lambda_before.attrs["units"] == "1/tau"
@@ -129,3 +129,10 @@ def test_lif_model_trains_and_has_no_spectrum():
                task_options={"dt": 20.0})
     assert int(ds.status) == store.STATUS["done"] and ds.sizes["exponent"] == 0
     assert ds.attrs["config_model"] == "lif" and ds.attrs["task_dt"] == 20.0
+
+
+def test_gradient_cosine_with_bptt():
+    bptt = train("2af", "bptt", small(), **SMALL)
+    eprop = train("2af", "eprop", small(), **SMALL)
+    np.testing.assert_allclose(bptt.grad_cosine, 1.0, rtol=1e-5)
+    assert (eprop.grad_cosine < 1.0 - 1e-4).all() and (eprop.grad_cosine > 0.0).all()
