@@ -20,6 +20,18 @@ _RULE_OPTIONS = {
 }
 
 
+def _json_option(f):
+    """``--json`` on the subcommand, equivalent to the group's ``biorules --json``."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.ensure_object(Context).json = True
+        return value
+
+    return click.option("--json", is_flag=True, expose_value=False, callback=callback,
+                        help="Print a machine-readable summary.")(f)
+
+
 def _default_out(task: str, rule: str, model: str, seed: int) -> Path:
     return Path("results") / f"train-{task}-{rule}-{model}-seed{seed}.zarr"
 
@@ -59,6 +71,7 @@ def _default_out(task: str, rule: str, model: str, seed: int) -> Path:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="New zarr store  [default: results/train-TASK-RULE-MODEL-seedSEED.zarr]")
 @quiet_option
+@_json_option
 @pass_context
 def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, dt, updates, batch, lr, optimizer,
           seed, exponents, window, tbptt_mode, form, feedback, threads, out) -> None:

@@ -44,6 +44,9 @@ def test_summary_and_json(tmp_path):
     assert res.exit_code == 0, res.output
     payload = json.loads(res.output)
     assert payload["status"] == "done" and payload["rule"] == "tbptt" and 0 <= payload["final_accuracy"] <= 1
+    res = invoke(["train", "--json", "--rule", "eprop-random", "--n", "16", "--updates", "2", "--batch", "4",
+                  "--exponents", "0", "--out", str(tmp_path / "c.zarr")])
+    assert res.exit_code == 0 and json.loads(res.output)["rule"] == "eprop-random"
     res = invoke(["train", "--rule", "rflo", "--form", "r", "--n", "16", "--updates", "2", "--batch", "4",
                   "--exponents", "2", "--out", str(tmp_path / "b.zarr")])
     assert res.exit_code == 0 and "final accuracy" in res.output and "store:" in res.output
