@@ -22,6 +22,8 @@ def summary_lines(summary: dict) -> list[str]:
     lines = [f"{'class':<14}{'Dice':>20}{'IoU':>20}{'HD95 (px)':>22}"]
     for c, e in summary["classes"].items():
         lines.append(f"{c:<14}{_fmt(e['dice']):>20}{_fmt(e['iou']):>20}{_fmt(e['hd95'], 2):>22}")
+        for part, v in e.get("dice_by_part", {}).items():
+            lines.append(f"  Dice on {part}: {_fmt(v)}")
         if e.get("hd95_nan"):
             lines.append(f"  ({e['hd95_nan']} HD95 values undefined: exactly one mask empty, excluded)")
     for part, o in summary.get("objects", {}).items():
@@ -42,7 +44,11 @@ def run_train(obj: Context, options: dict) -> None:
     from segment.engine import TrainConfig, summarize, train
 
     out = options.pop("out") or f"results/segment-{options['dataset']}.zarr"
-    resume, overwrite = options.pop("resume"), options.pop("overwrite")
+    resume, overwrite, threads = options.pop("resume"), options.pop("overwrite"), options.pop("threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     cfg = TrainConfig(**options)
     echo = tqdm.write if obj.progress else (lambda _m: None)
     ds = train(cfg, out, resume=resume, overwrite=overwrite, progress=_bars(obj), echo=echo, command=sys.argv)

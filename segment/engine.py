@@ -425,6 +425,10 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
         raise InputError(f"--out {out} exists; pass --resume to continue it or --overwrite to replace it")
     ds, splits = prepare(cfg, progress=progress and rank == 0)
     info = ds.info
+    if info.name == "cvc-clinicdb" and splits[0].seed >= 0:
+        from segment.data.cvc import LEAK_WARNING
+
+        say(f"warning: {LEAK_WARNING}")
     build_model(cfg, info)  # an unknown model name fails here, before anything is written
     images, image_parts = _test_units(ds, splits)
     test_parts = sorted({p for p in image_parts}) if info.instances else None
@@ -442,7 +446,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
         else:
             if out.exists():
                 shutil.rmtree(out)
-                shutil.rmtree(ckdir, ignore_errors=True)
+            shutil.rmtree(ckdir, ignore_errors=True)  # checkpoints of an earlier store at this path
             out.parent.mkdir(parents=True, exist_ok=True)
             R.create(out, tmpl)
         ckdir.mkdir(parents=True, exist_ok=True)
@@ -623,6 +627,11 @@ def summarize(ds) -> dict:
         entry["hd95_nan"] = int(np.isnan(sub["test_hd95"].sel({"class": c}).values).sum()
                                 - np.isnan(sub["test_dice"].sel({"class": c}).values).sum())
         out["classes"][c] = entry
+        img_parts = [str(v) for v in ds["image_part"].values]
+        if len(set(img_parts)) > 1:
+            for p in sorted(set(img_parts)):
+                sel = sub["test_dice"].sel({"class": c}).isel(image=[i for i, q in enumerate(img_parts) if q == p])
+                entry.setdefault("dice_by_part", {})[p] = _mean_sd(sel.mean("image", skipna=True).values)
     if "part" in ds.dims:
         for p in [str(v) for v in ds["part"].values]:
             out["objects"][p] = {var.removeprefix("test_"): _mean_sd(sub[var].sel(part=p).values)

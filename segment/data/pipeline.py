@@ -76,5 +76,6 @@ def eval_items(ds: Dataset, records: list[Record], size: int) -> list[EvalItem]:
     out = []
     for r in records:
         s = ds.load(r)
-        out.append(EvalItem(r, resize_image(s.image, size), s.mask, s.instances))
+        mask = s.mask.astype(np.uint8) if s.mask.size and s.mask.max() < 256 else s.mask
+        out.append(EvalItem(r, resize_image(s.image, size), mask, s.instances))
     return out

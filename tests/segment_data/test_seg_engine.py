@@ -145,3 +145,23 @@ def test_augment_keeps_image_and_mask_aligned() -> None:
     xa, ma = A.apply(x, m, params)
     agree = ((xa[:, 0] > 0.5).long() == ma).float().mean()
     assert agree > 0.9 and set(ma.unique().tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("name", ["glas", "acdc", "synapse"])
+def test_train_on_fixture_layouts(tmp_path: Path, name: str) -> None:
+    import seg_fixtures as fx
+
+    data = getattr(fx, f"make_{name}")(tmp_path / name)
+    cfg = E.TrainConfig(dataset=name, data_dir=str(data), model="rwkv_unet_test", size=32, epochs=1, batch=2,
+                        device="cpu")
+    ds = E.train(cfg, tmp_path / "r.zarr").load()
+    s = E.summarize(ds)
+    assert s["splits_done"] == 1
+    if name == "glas":  # testA and testB reported apart; object metrics per part
+        assert list(ds["image_part"].values) == ["testA", "testA", "testB"]
+        assert set(s["objects"]) == {"testA", "testB"} and set(s["classes"]["gland"]["dice_by_part"]) == {"testA", "testB"}
+    if name == "acdc":  # multi-class, metrics per 3-D test volume
+        assert list(ds["class"].values) == ["rv", "myo", "lv"] and list(ds["image"].values) == ["patient001_frame01"]
+    if name == "synapse":  # no validation set: the last epoch is tested
+        assert ds["class"].size == 8 and list(ds["image"].values) == ["case0001"]
+        assert int(ds["best_epoch"][0]) == 1 and np.isnan(ds["val_dice"]).all()
