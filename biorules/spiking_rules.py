@@ -15,7 +15,7 @@ the same pseudo-derivative and the leak kept; at W = 0 it equals BPTT (spec §3,
 
 The trial is run once to obtain y and, from the task's scalar loss, the output errors e_t; the traces
 then run forward in time, step t reading only z_{t−1}, x_t, ψ_t and e_t (no autograd through time).
-Trace memory is O(n_b·N·(N + n_in + 1)), independent of T.
+Trace memory is O(n_b·N·(N + n_in + 1)), independent of T; the recorded run (z, ṽ, r) is O(T·n_b·N).
 
 **BPTT** backpropagates ℒ through the whole trial with autograd: the surrogate ψ_t stands in for
 ∂z_t/∂ṽ_t and the reset is detached, as in :func:`biorules.spiking.lif_step`.

@@ -223,3 +223,23 @@ def test_rules_reject_bad_options_and_models():
     task, batch = _task_and_batch("xor")
     with pytest.raises(InputError):
         LIFEprop().gradients(torch.nn.Linear(1, 1), batch, task)
+
+
+def _example():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "spiking_2af.py"
+    spec = importlib.util.spec_from_file_location("spiking_2af", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_spiking_eprop_learns_2af():
+    # ~1.5 min on one CPU thread: N = 64, dt = 2 ms (450 steps), Adam 1e-2, batch 32, 300 updates.
+    torch.set_num_threads(1)
+    out = _example().train("2af", "eprop", n=64, dt=2.0, lr=1e-2, updates=300, eval_every=100, seed=0, verbose=False)
+    acc = out["curve"]["accuracy"]
+    assert acc[0] < 0.65 and acc[-1] >= 0.7, acc
