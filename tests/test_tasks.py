@@ -155,5 +155,5 @@ def test_output_error_is_the_loss_gradient(name):
     torch.testing.assert_close(part, loss.detach(), rtol=1e-12, atol=0)
     parts = [task.output_error(y.detach()[t:t + 1], b, slice(t, t + 1))[0] for t in range(task.n_steps)]
     chunks = [task.partial_loss(y[t:t + 7], b, slice(t, t + 7)) for t in range(0, task.n_steps, 7)]
-    assert float(sum(parts)) == pytest.approx(float(loss), rel=1e-12)
+    assert float(sum(parts)) == pytest.approx(loss.item(), rel=1e-12)
     assert float(sum(chunks).detach()) == pytest.approx(float(loss.detach()), rel=1e-12)
