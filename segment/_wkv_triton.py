@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-NEG = -1.0e30  # offset of an empty segment (finite: exp(NEG − M) = 0 without NaN)
+NEG = tl.constexpr(-1.0e30)  # offset of an empty segment (finite: exp(NEG − M) = 0 without NaN)
 
 #: default tile: tokens × channels per program, warps
 BLOCK_T = 32

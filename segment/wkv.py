@@ -129,7 +129,9 @@ def _chunk_len(w: torch.Tensor, T: int) -> int:
     wmax = float(w.detach().abs().max()) if w.numel() else 0.0
     if wmax * T <= CHUNK_DECAY:
         return T
-    return max(1, int(CHUNK_DECAY // wmax))
+    L = max(1, int(CHUNK_DECAY // wmax))
+    nc = -(-T // L)
+    return -(-T // nc)  # balanced chunks, still ≤ L
 
 
 def wkv_scan(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

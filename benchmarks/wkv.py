@@ -1,0 +1,177 @@
+"""Bi-WKV speed and memory: scan vs dense (CPU), triton vs scan vs the bandwidth floor (GPU).
+
+Run by hand: ``python benchmarks/wkv.py [--device cpu|cuda] [--out FILE.json]``.
+
+* CPU: forward and forward+backward time and peak memory of ``scan`` and ``dense`` at
+  C = 576, B = 1, T = 1 024, 4 096, 16 384. Peak memory = the largest sum of live tensors the
+  call creates (``segment.info`` tracker). Dense needs B·C·T² logits; where that does not fit
+  in memory its peak is taken from a shape-only (``meta``) run and its time is not measured.
+* GPU: B = 16, T = 1 024, C = 576 fp32 (the official setting): forward and forward+backward of
+  ``triton`` (a few tile shapes), ``scan`` and ``dense``; a device-to-device copy gives the
+  bandwidth; the floor is 8 fp32 tensors moved once (forward: read k, v, write y; backward:
+  read k, v, ∂y, write ∂k, ∂v) at that bandwidth. The official CUDA kernel took 1.0 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from segment.info import _PeakBytes
+from segment.wkv import bi_wkv
+
+
+def _inputs(B, T, C, device, seed=0, requires_grad=True):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    w = (torch.randn(C, generator=g) * 5 / T).to(device)
+    u = (torch.randn(C, generator=g) / T).to(device)
+    k = torch.randn(B, T, C, generator=g).to(device)
+    v = torch.randn(B, T, C, generator=g).to(device)
+    return [x.requires_grad_(requires_grad) for x in (w, u, k, v)]
+
+
+def _peak(fn, known):
+    mode = _PeakBytes(known)
+    with mode:
+        fn()
+    return mode.peak
+
+
+def _cpu_time(fn, repeat=3):
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def cpu_table(sizes=(1024, 4096, 16384), C=576, mem_limit=8 * 2**30):
+    rows = []
+    for T in sizes:
+        for backend in ("scan", "dense"):
+            ins = _inputs(1, T, C, "cpu")
+
+            def fwd(ins=ins, backend=backend):
+                with torch.no_grad():
+                    return bi_wkv(*ins, backend=backend)
+
+            def fwd_bwd(ins=ins, backend=backend):
+                y = bi_wkv(*ins, backend=backend)
+                torch.autograd.grad(y, ins, torch.ones_like(y))
+
+            predicted = 4 * C * T * T * 3  # dense: logits, softmax, einsum workspace (fp32)
+            run = backend == "scan" or predicted < mem_limit
+            if run:
+                peak_f = _peak(fwd, ins)
+                peak_fb = _peak(fwd_bwd, ins)
+                t_f = _cpu_time(fwd)
+                t_fb = _cpu_time(fwd_bwd)
+            else:
+                meta = [x.detach().to("meta").requires_grad_(True) for x in ins]
+                peak_f = _peak(lambda m=meta: bi_wkv(*m, backend="dense").detach(), meta)
+                peak_fb = _peak(
+                    lambda m=meta: torch.autograd.grad(
+                        y := bi_wkv(*m, backend="dense"), m, torch.ones_like(y)
+                    ),
+                    meta,
+                )
+                t_f = t_fb = None
+            rows.append({"T": T, "C": C, "backend": backend, "fwd_s": t_f, "fwd_bwd_s": t_fb,
+                         "peak_fwd_MiB": peak_f / 2**20, "peak_fwd_bwd_MiB": peak_fb / 2**20,
+                         "measured": run})
+            print(_fmt_cpu(rows[-1]), flush=True)
+    return rows
+
+
+def _fmt_cpu(r):
+    f = "-" if r["fwd_s"] is None else f"{r['fwd_s'] * 1e3:9.1f}"
+    fb = "-" if r["fwd_bwd_s"] is None else f"{r['fwd_bwd_s'] * 1e3:9.1f}"
+    note = "" if r["measured"] else "  (not run: memory from shapes only)"
+    return (f"T={r['T']:>6} C={r['C']} {r['backend']:>6}: fwd {f:>9} ms  fwd+bwd {fb:>9} ms  "
+            f"peak fwd {r['peak_fwd_MiB']:10.1f} MiB  fwd+bwd {r['peak_fwd_bwd_MiB']:10.1f} MiB{note}")
+
+
+def _bench_cuda(fn, reps=50):
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=25, rep=reps, return_mode="median")
+
+
+def gpu_table(B=16, T=1024, C=576):
+    import segment._wkv_triton as K
+
+    dev = torch.device("cuda")
+    res = {"B": B, "T": T, "C": C}
+    n = B * T * C * 4
+    src = torch.empty(256 * 2**20, device=dev, dtype=torch.uint8)
+    dst = torch.empty_like(src)
+    t_copy = _bench_cuda(lambda: dst.copy_(src))
+    bw = 2 * src.numel() / (t_copy * 1e-3)
+    res["copy_bandwidth_TBps"] = bw / 1e12
+    res["floor_ms"] = 8 * n / bw * 1e3
+    res["floor_ms_4p8TBps"] = 8 * n / 4.8e12 * 1e3
+    w, u, k, v = _inputs(B, T, C, dev)
+    g = torch.randn_like(k)
+    rows = []
+    configs = [(32, 32, 4), (16, 32, 2), (32, 16, 2), (64, 32, 4), (16, 16, 1), (32, 64, 4)]
+    for bt, bc, nw in configs:
+        args = [x.detach().float().contiguous() for x in (w, u, k, v)]
+        y, lz = K.wkv_forward(*args, bt=bt, bc=bc, num_warps=nw)
+        tf = _bench_cuda(lambda a=args, bt=bt, bc=bc, nw=nw: K.wkv_forward(*a, bt=bt, bc=bc, num_warps=nw))
+        tb = _bench_cuda(lambda a=args, y=y, lz=lz, bt=bt, bc=bc, nw=nw: K.wkv_backward(
+            *a, y, lz, g, bt=bt, bc=bc, num_warps=nw))
+        rows.append({"backend": f"triton BT={bt} BC={bc} warps={nw}", "fwd_ms": tf, "bwd_ms": tb,
+                     "fwd_bwd_ms": tf + tb})
+        print(rows[-1], flush=True)
+    for backend in ("triton", "scan", "dense"):
+        def fwd(backend=backend):
+            with torch.no_grad():
+                return bi_wkv(w, u, k, v, backend=backend)
+
+        def fwd_bwd(backend=backend):
+            y = bi_wkv(w, u, k, v, backend=backend)
+            return torch.autograd.grad(y, (w, u, k, v), g)
+
+        try:
+            tf, tfb = _bench_cuda(fwd), _bench_cuda(fwd_bwd)
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            fwd_bwd()
+            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        except torch.OutOfMemoryError:
+            tf = tfb = peak = None
+        rows.append({"backend": backend + " (bi_wkv, autograd)", "fwd_ms": tf, "fwd_bwd_ms": tfb,
+                     "peak_fwd_bwd_MiB": peak})
+        print(rows[-1], flush=True)
+    res["rows"] = rows
+    best = min(r["fwd_bwd_ms"] for r in rows if r["backend"].startswith("triton BT"))
+    res["best_triton_fwd_bwd_ms"] = best
+    res["ratio_to_floor"] = best / res["floor_ms"]
+    res["ratio_to_stated_floor_0.09ms"] = best / 0.09
+    res["speedup_vs_official_1.0ms"] = 1.0 / best
+    print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1), flush=True)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--sizes", default="1024,4096,16384")
+    a = ap.parse_args()
+    if a.device == "cuda":
+        res = {"gpu": gpu_table(), "device": torch.cuda.get_device_name()}
+    else:
+        res = {"cpu": cpu_table(tuple(int(s) for s in a.sizes.split(","))),
+               "threads": torch.get_num_threads()}
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
