@@ -1,0 +1,360 @@
+"""Gradient flossing: drive the top Lyapunov exponents toward a target λ*, spec §5.
+
+Flossing loss over the k largest per-step exponents of a finite window,
+
+    ℒ_f = (1/k) Σ_{i≤k} (λ̂_i − λ*)²,   λ̂_i = (1/(B T)) Σ_b Σ_t ln|R_{t,ii}|,   D_t Q_t = Q_{t+1} R_t,
+
+with D_t = (1−α)I + α W diag(ψ_t), ψ_t = φ'(a_t). Three modes give its gradient:
+
+``exact``  autograd through the whole window: state, Q and transient (Engelken 2023).
+``local``  a_t and Q_t held constant; with Q̃_t = Q_t R_t⁻¹,
+           ∂ln|R_{t,ii}|/∂W = α q_{t+1,i} (ψ_t ⊙ q̃_{t,i})ᵀ — a three-factor rule
+           ΔW_ij ∝ −M post_{t,i} pre_{t,j}, M = 2(λ̂ − λ*), post = q_{t+1,i}, pre = ψ_{t,j} q̃_{t,i,j}.
+           Only W changes (U and b reach D_t only through a_t).
+``eprop``  the e-prop truncation (W sg(h_{t−1}), sg(Q_t), leak kept): the local term plus
+           Σ_t ℓ^{(i)}_t (ε^h_t)ᵀ, ℓ^{(i)}_{t,j} = α φ''(a_{t,j}) q̃_{t,i,j} (Wᵀ q_{t+1,i})_j, with
+           the eligibility vectors ε^h_t = (1−α)ε^h_{t−1} + α h_{t−1} (ε^x with x_t, ε^1 with 1) for U, b.
+
+``local`` and ``eprop`` run forward in time with no backpropagation; each flossing step is one
+step of a separate optimiser; the readout (V, c) is never flossed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from biorules.errors import InputError
+
+MODES = ("exact", "local", "eprop")
+FLOSSED = ("W", "U", "b")
+"""Parameters flossing may change; the readout is excluded in every mode."""
+
+# per-mode window defaults (spec §5): exact follows Engelken's 16 + 39 steps at batch 1; local and
+# eprop use the reference-behaviour setup of spec §5 test 4 (T_tr = 50, T = 150, batch 4)
+_WINDOWS = {"exact": (16, 39, 1), "local": (50, 150, 4), "eprop": (50, 150, 4)}
+
+
+@dataclass(frozen=True)
+class FlossConfig:
+    """One flossing setup (spec §5). Exponents and the target are per step."""
+
+    mode: str = "local"
+    """``exact``, ``local`` or ``eprop``."""
+    n_exponents: int | None = None
+    """k exponents flossed [1]; default min(75, N) for exact, 1 for local and eprop."""
+    target: float = 0.0
+    """λ*, target of each exponent [1/step]."""
+    transient: int | None = None
+    """Window steps with QR but no accumulation [steps]; default 16 (exact) or 50."""
+    window: int | None = None
+    """T accumulated steps [steps]; default 39 (exact) or 150."""
+    batch: int | None = None
+    """Trials (initial states) per flossing step [1]; default 1 (exact) or 4."""
+    relax: int = 100
+    """Autonomous relaxation of a ~ N(0, I) before each window, no gradient [steps]."""
+    lr: float | None = None
+    """Learning rate of the flossing Adam optimiser; default 1e-3 (exact, Engelken's) or 3e-4.
+
+    local/eprop at 1e-3 overshoot on stable networks (g < 1): once λ crosses 0 the fixed point
+    a = 0 loses stability and Adam's unit-size steps keep λ oscillating by ~0.05/step at N = 200;
+    at 3e-4 they settle within 1e-3 of the target (measurements in the flossing benchmark notes)."""
+    seed: int = 0
+    """Seed of initial states and Q_0 (s_ons); Q_0 is the same at every call."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"unknown flossing mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        for name in ("transient", "window", "batch", "n_exponents"):
+            v = getattr(self, name)
+            if v is not None and (v < (0 if name == "transient" else 1)):
+                raise InputError(f"flossing {name} must be {'non-negative' if name == 'transient' else 'positive'}, got {v}")
+        if self.relax < 0:
+            raise InputError(f"flossing relax must be non-negative, got {self.relax}")
+        if self.lr is not None and not self.lr > 0:
+            raise InputError(f"flossing lr must be positive, got {self.lr}")
+
+    def resolved(self, n: int) -> FlossConfig:
+        """The config with every default filled in for a network of ``n`` units."""
+        tr, win, batch = _WINDOWS[self.mode]
+        k = self.n_exponents if self.n_exponents is not None else (min(75, n) if self.mode == "exact" else 1)
+        if k > n:
+            raise InputError(f"cannot floss {k} exponents of a network with {n} units")
+        lr = (1e-3 if self.mode == "exact" else 3e-4) if self.lr is None else self.lr
+        return replace(self, n_exponents=k, lr=lr, transient=tr if self.transient is None else self.transient,
+                       window=win if self.window is None else self.window,
+                       batch=batch if self.batch is None else self.batch)
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {f"floss_{k}": ("" if v is None else v) for k, v in asdict(self).items()}
+
+
+class FlossResult(NamedTuple):
+    """Gradients of ℒ_f for W, U, b (zeros where a mode gives none), λ̂ (k,) and ℒ_f."""
+
+    grads: dict[str, torch.Tensor]
+    lam: torch.Tensor
+    loss: torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------
+# window set-up
+# --------------------------------------------------------------------------------------------
+
+
+def _window_start(model: Any, cfg: FlossConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relaxed initial states a_0 (B, N) for flossing step ``step``, and Q_0 (N, k), the same every call."""
+    n, dtype, alpha = model.params.n, model.W.dtype, model.params.alpha
+    rng_a = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0, step]))
+    rng_q = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
+    a = torch.as_tensor(rng_a.standard_normal((cfg.batch, n)), dtype=dtype)
+    q0 = np.linalg.qr(rng_q.standard_normal((n, cfg.n_exponents)))[0]
+    with torch.no_grad():
+        for _ in range(cfg.relax):
+            a = (1 - alpha) * a + alpha * _drive(model, model.nl.phi(a), None, model.W)
+    return a, torch.as_tensor(q0, dtype=dtype)
+
+
+def _check_inputs(inputs: torch.Tensor | None, cfg: FlossConfig, n_in: int) -> None:
+    if inputs is not None and inputs.shape[:2] != (cfg.transient + cfg.window, cfg.batch):
+        raise InputError(
+            f"flossing inputs must be (transient + window, batch, n_in) = "
+            f"({cfg.transient + cfg.window}, {cfg.batch}, {n_in}), got {tuple(inputs.shape)}"
+        )
+
+
+def _drive(model: Any, h: torch.Tensor, x: torch.Tensor | None, W: torch.Tensor) -> torch.Tensor:
+    d = h @ W.T + model.b
+    return d if x is None else d + x @ model.U.T
+
+
+def _loss(lam: torch.Tensor, target: float) -> torch.Tensor:
+    return ((lam - target) ** 2).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# exact: autograd through the window
+# --------------------------------------------------------------------------------------------
+
+
+def lyapunov_window(model: Any, a0: torch.Tensor, q0: torch.Tensor, transient: int, window: int,
+                    inputs: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable λ̂ (k,) per step: QR every step, logs summed over the last ``window`` steps."""
+    alpha, nl = model.params.alpha, model.nl
+    a = a0
+    Q = q0.expand(a0.shape[0], *q0.shape)
+    total = torch.zeros(q0.shape[1], dtype=a0.dtype)
+    for t in range(transient + window):
+        psi = nl.dphi(a)
+        M = (1 - alpha) * Q + alpha * (model.W @ (psi.unsqueeze(-1) * Q))
+        Q, R = torch.linalg.qr(M)
+        if t >= transient:
+            total = total + torch.log(torch.abs(torch.diagonal(R, dim1=-2, dim2=-1))).sum(0)
+        x = None if inputs is None else inputs[t]
+        a = (1 - alpha) * a + alpha * _drive(model, nl.phi(a), x, model.W)
+    return total / (window * a0.shape[0])
+
+
+def _exact(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
+    params = [getattr(model, p) for p in FLOSSED]
+    lam = lyapunov_window(model, a0, q0, cfg.transient, cfg.window, inputs)
+    loss = _loss(lam, cfg.target)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads = {p: torch.zeros_like(getattr(model, p)) if g is None else g for p, g in zip(FLOSSED, grads, strict=True)}
+    return FlossResult(grads, lam.detach(), loss.detach())
+
+
+# --------------------------------------------------------------------------------------------
+# local and eprop: forward in time, no backpropagation
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
+    alpha, nl, W = model.params.alpha, model.nl, model.W
+    B, N = a0.shape
+    k, T = cfg.n_exponents, cfg.window
+    eprop = cfg.mode == "eprop"
+    a = a0.clone()
+    Q = q0.expand(B, N, k).clone()
+    logs = torch.zeros(k, dtype=a.dtype)
+    E_loc = torch.zeros(k, N, N, dtype=a.dtype)  # Σ_t q_{t+1,i} (ψ_t ⊙ q̃_{t,i})ᵀ per exponent
+    if eprop:
+        n_in = model.U.shape[1]
+        E_w = torch.zeros(k, N, N, dtype=a.dtype)
+        E_u = torch.zeros(k, N, n_in, dtype=a.dtype)
+        E_b = torch.zeros(k, N, dtype=a.dtype)
+        eps_h = torch.zeros(B, N, dtype=a.dtype)
+        eps_x = torch.zeros(B, n_in, dtype=a.dtype)
+        eps_1 = torch.zeros((), dtype=a.dtype)
+    for t in range(cfg.transient + T):
+        psi = nl.dphi(a)
+        M = (1 - alpha) * Q + alpha * (W @ (psi.unsqueeze(-1) * Q))
+        Qn, R = torch.linalg.qr(M)
+        if t >= cfg.transient:
+            logs += torch.log(torch.abs(torch.diagonal(R, dim1=-2, dim2=-1))).sum(0)
+            Qt = torch.linalg.solve_triangular(R, Q, upper=True, left=False)  # Q̃_t = Q_t R_t⁻¹
+            E_loc += torch.einsum("bni,bmi->inm", Qn, psi.unsqueeze(-1) * Qt)
+            if eprop:
+                ell = nl.d2phi(a).unsqueeze(-1) * Qt * (W.T @ Qn)  # ℓ / α, (B, N, k)
+                E_w += torch.einsum("bji,bm->ijm", ell, eps_h)
+                if inputs is not None:
+                    E_u += torch.einsum("bji,bm->ijm", ell, eps_x)
+                E_b += ell.sum(0).T * eps_1
+        Q = Qn
+        x = None if inputs is None else inputs[t]
+        h = nl.phi(a)
+        if eprop:  # eligibility of a_{t+1}: ε_{t+1} = (1−α)ε_t + α·(presynaptic factor at t)
+            eps_h = (1 - alpha) * eps_h + alpha * h
+            if x is not None:
+                eps_x = (1 - alpha) * eps_x + alpha * x
+            eps_1 = (1 - alpha) * eps_1 + alpha
+        a = (1 - alpha) * a + alpha * _drive(model, h, x, W)
+    lam = logs / (B * T)
+    coef = (2.0 / k) * (lam - cfg.target) * alpha / (B * T)  # ∂ℒ_f/∂λ̂_i times the 1/(BT) mean
+    gW = torch.einsum("i,inm->nm", coef, E_loc)
+    gU, gb = torch.zeros_like(model.U), torch.zeros_like(model.b)
+    if eprop:
+        gW = gW + torch.einsum("i,inm->nm", coef, E_w)
+        gU = torch.einsum("i,inm->nm", coef, E_u)
+        gb = torch.einsum("i,in->n", coef, E_b)
+    return FlossResult({"W": gW, "U": gU, "b": gb}, lam, _loss(lam, cfg.target))
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------
+
+
+def floss_gradients(model: Any, cfg: FlossConfig, step: int = 0, inputs: torch.Tensor | None = None) -> FlossResult:
+    """ℒ_f, λ̂ and the gradients of ``cfg.mode`` for a rate network (``RateRNN``) at flossing ``step``.
+
+    ``inputs`` (transient + window, batch, n_in) drive the window (a task stream); None is autonomous.
+    """
+    cfg = cfg.resolved(model.params.n)
+    _check_inputs(inputs, cfg, model.U.shape[1])
+    a0, q0 = _window_start(model, cfg, step)
+    if cfg.mode == "exact":
+        return _exact(model, cfg, a0, q0, inputs)
+    return _forward_rules(model, cfg, a0, q0, inputs)
+
+
+class Flosser:
+    """Applies flossing steps to a model with its own optimiser (Adam), separate from the task's."""
+
+    def __init__(self, model: Any, cfg: FlossConfig):
+        self.model = model
+        self.cfg = cfg.resolved(model.params.n)
+        self.optimizer = torch.optim.Adam([getattr(model, p) for p in FLOSSED], lr=self.cfg.lr,
+                                          betas=(0.9, 0.999))
+        self.steps_done = 0
+
+    def step(self, inputs: torch.Tensor | None = None) -> FlossResult:
+        """One flossing step: gradients of ℒ_f, then one optimiser step on W, U, b."""
+        res = floss_gradients(self.model, self.cfg, self.steps_done, inputs)
+        self.optimizer.zero_grad(set_to_none=True)
+        for p in FLOSSED:
+            param = getattr(self.model, p)
+            g = res.grads[p]
+            if p == "W" and getattr(self.model, "mask", None) is not None:
+                g = g * self.model.mask
+            param.grad = g.detach().to(param.dtype)
+        self.optimizer.step()
+        self.steps_done += 1
+        return res
+
+    def run(self, steps: int, progress: bool = False) -> list[FlossResult]:
+        """``steps`` autonomous flossing steps; NaN/inf stops early (the results so far are returned)."""
+        from tqdm.auto import tqdm
+
+        out = []
+        for _ in tqdm(range(steps), disable=not progress, desc=f"floss ({self.cfg.mode})", unit="step"):
+            res = self.step()
+            out.append(res)
+            if not math.isfinite(float(res.loss)):
+                break
+        return out
+
+
+def floss_untrained(params: Any, cfg: FlossConfig, steps: int, *, measure_steps: int | None = None,
+                    progress: bool = False, dtype: torch.dtype = torch.float64) -> Any:
+    """Floss a freshly built network for ``steps`` steps: λ before and after, and the loss curve.
+
+    λ is measured by the numba QR estimator (autonomous, with the network's bias), per τ, for the
+    flossed number of exponents; ``measure_steps`` is its T_acc (default 400 τ). Returns a Dataset
+    with dims ``step`` and ``exponent``.
+    """
+    import time
+
+    import xarray as xr
+
+    from biorules.lyapunov import spectrum
+    from biorules.network import RateRNN
+    from biorules.provenance import provenance_attrs
+    from biorules.store import STATUS
+
+    if steps < 1:
+        raise InputError(f"the number of flossing steps must be positive, got {steps}")
+    t0 = time.perf_counter()
+    model = RateRNN(params, dtype=dtype)
+    flosser = Flosser(model, cfg)
+    k = flosser.cfg.n_exponents
+
+    def measure() -> Any:
+        return spectrum(model.W.detach().cpu().numpy(), alpha=params.alpha, nonlinearity=params.nonlinearity,
+                        b=model.b.detach().cpu().numpy(), n_exponents=k, steps=measure_steps, unit="tau",
+                        seed=params.seed)
+
+    W0 = model.W.detach().clone()
+    before = measure()
+    results = flosser.run(steps, progress=progress)
+    after = measure()
+    loss = np.full(steps, np.nan)
+    lam_hat = np.full((steps, k), np.nan)
+    for i, r in enumerate(results):
+        loss[i] = float(r.loss)
+        lam_hat[i] = r.lam.cpu().numpy() / params.alpha
+    finite = bool(np.isfinite(loss).all() and np.isfinite(after.values).all())
+    per_tau = {"units": "1/tau"}
+    return xr.Dataset(
+        {
+            "lambda_before": ("exponent", before.values, {**per_tau, "long_name": "Lyapunov exponent before flossing"}),
+            "lambda_after": ("exponent", after.values, {**per_tau, "long_name": "Lyapunov exponent after flossing"}),
+            "floss_loss": ("step", loss, {"units": "1/step^2", "long_name": "flossing loss (1/k) sum (lambda_hat - target)^2"}),
+            "lambda_hat": (("step", "exponent"), lam_hat,
+                           {**per_tau, "long_name": "finite-window exponent estimate of each flossing step"}),
+            "weight_change": ((), float((model.W.detach() - W0).norm() / W0.norm()),
+                              {"units": "1", "long_name": "||W - W0||_F / ||W0||_F"}),
+            "status": ((), np.int8(STATUS["done" if finite else "diverged"]),
+                       {"long_name": "run status", "flag_values": list(STATUS.values()),
+                        "flag_meanings": " ".join(STATUS)}),
+            "wall_time": ((), time.perf_counter() - t0, {"units": "s"}),
+        },
+        coords={"step": ("step", np.arange(1, steps + 1), {"long_name": "flossing step"}),
+                "exponent": ("exponent", np.arange(1, k + 1), {"long_name": "exponent index (1 = largest)"})},
+        attrs={"title": "gradient flossing of an untrained network", **params.to_attrs(),
+               **flosser.cfg.to_attrs(), "target_per_tau": flosser.cfg.target / params.alpha,
+               **provenance_attrs()},
+    )
+
+
+def task_stream(task: Any, steps: int, batch: int, seed: int) -> torch.Tensor:
+    """Inputs (steps, batch, n_in) of concatenated trials of ``task``: the driven flossing window."""
+    chunks, total, i = [], 0, 0
+    while total < steps:
+        x = task.batch(batch, seed=int(np.random.SeedSequence([seed, i]).generate_state(1)[0])).x
+        chunks.append(x)
+        total += x.shape[0]
+        i += 1
+    return torch.as_tensor(np.concatenate(chunks)[:steps])
+
+
+def gradient_cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], names=("W",)) -> float:
+    """Cosine similarity of two gradients over the named parameters."""
+    va = torch.cat([a[n].reshape(-1) for n in names])
+    vb = torch.cat([b[n].reshape(-1) for n in names])
+    return float(va @ vb / (va.norm() * vb.norm()))
