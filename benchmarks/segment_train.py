@@ -56,16 +56,16 @@ def step_rate(name: str, size: int, batch: int, iters: int, warmup: int, device:
     return iters * batch / (time.perf_counter() - t0)
 
 
-def demo_plateau(epochs: int, size: int, device: str) -> dict:
+def demo_plateau(epochs: int, size: int, device: str, model: str = "rwkv_unet_t") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        ds = train(TrainConfig(model="rwkv_unet_t", size=size, epochs=epochs, device=device), Path(tmp) / "d.zarr")
+        ds = train(TrainConfig(model=model, size=size, epochs=epochs, device=device), Path(tmp) / "d.zarr")
         wall = time.perf_counter() - t0
         val = ds["val_dice"].isel(split=0, **{"class": 0}).values
         t = np.cumsum(ds["epoch_time"].isel(split=0).values)
         best = float(np.nanmax(val))
         k = int(np.flatnonzero(val >= best - 0.01)[0])
-        return {"epochs": epochs, "size": size, "plateau_epoch": k + 1, "plateau_train_s": float(t[k]),
+        return {"model": model, "epochs": epochs, "size": size, "plateau_epoch": k + 1, "plateau_train_s": float(t[k]),
                 "best_val_dice": best, "test_dice": float(ds["test_dice"].mean()), "wall_s": wall,
                 "val_dice": [round(float(v), 4) for v in val]}
 
@@ -80,6 +80,7 @@ def main() -> None:
     p.add_argument("--models", default="rwkv_unet,rwkv_unet_s,rwkv_unet_t")
     p.add_argument("--demo-epochs", type=int, default=60)
     p.add_argument("--demo-size", type=int, default=128)
+    p.add_argument("--demo-model", default="rwkv_unet_t")
     p.add_argument("--json-out", default=None)
     a = p.parse_args()
     device = torch.device(a.device)
@@ -88,14 +89,18 @@ def main() -> None:
         r = {"model": name, "size": a.size, "batch": a.batch, "device": str(device)}
         modes = [("bf16", True), ("fp32", False)] if device.type == "cuda" else [("fp32", False)]
         for label, bf16 in modes:
-            ips = step_rate(name, a.size, a.batch, a.iters, a.warmup, device, bf16)
+            try:
+                ips = step_rate(name, a.size, a.batch, a.iters, a.warmup, device, bf16)
+            except RuntimeError as e:  # e.g. out of memory: record it, keep the other rows
+                print(f"{name} {label}: {type(e).__name__}: {e}", flush=True)
+                ips = float("nan")
             r[f"img_s_{label}"] = ips
             r[f"epoch_s_{label}"] = GLAS_TRAIN / ips
         rows.append(r)
         print(json.dumps(r), flush=True)
     result = {"speed": rows}
     if a.demo_epochs > 0:
-        result["demo"] = demo_plateau(a.demo_epochs, a.demo_size, a.device)
+        result["demo"] = demo_plateau(a.demo_epochs, a.demo_size, a.device, a.demo_model)
         print(json.dumps(result["demo"]), flush=True)
     keys = [k for k in rows[0] if k.startswith(("img_s", "epoch_s"))]
     print(f"\n| model | size | batch | {' | '.join(keys)} |")

@@ -28,7 +28,7 @@ DATASET_NAMES = "demo, glas, busi, kvasir, cvc-clinicdb, cvc-colondb, isic2017, 
               help="rwkv_unet, rwkv_unet_s, rwkv_unet_t or rwkv_unet_test.")
 @click.option("--size", type=click.IntRange(min=16), default=128, show_default=True,
               help="Training/inference side in pixels (multiple of 16).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: dataset recipe, demo 30].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: dataset recipe, demo 40].")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Global batch size [default: dataset recipe, demo 4].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate.")

@@ -4,7 +4,7 @@ Trains ``rwkv_unet_t`` at 128² on the 12 training tiles of the stardist nuclei 
 fine), prints the validation Dice per epoch from the zarr store, the test metrics, and draws
 image / truth / prediction of the two test tiles to ``results/segment_demo.png``.
 
-    python examples/segment_demo.py [--epochs 30] [--out results/segment_demo.zarr]
+    python examples/segment_demo.py [--epochs 40] [--out results/segment_demo.zarr]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from segment.engine import (
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--model", default="rwkv_unet_t")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--out", default="results/segment_demo.zarr")

@@ -42,7 +42,7 @@ from segment.losses import LossWeights, ce_dice_loss
 
 #: per-dataset (epochs, batch) defaults (spec §11); the demo is sized for a CPU
 RECIPES: dict[str, tuple[int, int]] = {
-    "demo": (30, 4), "glas": (300, 8), "busi": (300, 8), "kvasir": (300, 8), "cvc-clinicdb": (300, 8),
+    "demo": (40, 4), "glas": (300, 8), "busi": (300, 8), "kvasir": (300, 8), "cvc-clinicdb": (300, 8),
     "cvc-colondb": (300, 8), "isic2017": (100, 16), "synapse": (30, 24), "acdc": (150, 24),
 }
 SCHEDULES = ("poly", "cosine")
