@@ -78,8 +78,9 @@ def gpu(variants, steps, compile_variants):
     rows = []
 
     def run(name, label, **kw):
+        kw.setdefault("steps", steps)
         try:
-            r = throughput(name, dev=dev, steps=steps, **kw)
+            r = throughput(name, dev=dev, **kw)
         except Exception as e:  # a failed configuration is recorded, the others still run
             r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
         r.update({"model": name, "config": label})

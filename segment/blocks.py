@@ -132,9 +132,9 @@ class SpatialMix(nn.Module):
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         T = x.shape[1]
         xs = quad_shift(x, h, w)
-        xk = torch.lerp(xs, x, self.spatial_mix_k)
-        xv = torch.lerp(xs, x, self.spatial_mix_v)
-        xr = torch.lerp(xs, x, self.spatial_mix_r)
+        xk = torch.lerp(xs, x, self.spatial_mix_k.to(x.dtype))
+        xv = torch.lerp(xs, x, self.spatial_mix_v.to(x.dtype))
+        xr = torch.lerp(xs, x, self.spatial_mix_r.to(x.dtype))
         k = self.key(xk)
         v = self.value(xv)
         sr = torch.sigmoid(self.receptance(xr))
@@ -160,8 +160,8 @@ class ChannelMix(nn.Module):
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         xs = quad_shift(x, h, w)
-        xk = torch.lerp(xs, x, self.spatial_mix_k)
-        xr = torch.lerp(xs, x, self.spatial_mix_r)
+        xk = torch.lerp(xs, x, self.spatial_mix_k.to(x.dtype))
+        xr = torch.lerp(xs, x, self.spatial_mix_r.to(x.dtype))
         kappa = self.key_norm(torch.square(torch.relu(self.key(xk))))
         return torch.sigmoid(self.receptance(xr)) * self.value(kappa)
 

@@ -167,5 +167,6 @@ def test_triton_matches_scan_on_gpu(B, T, C, w_scale):
         gt = torch.autograd.grad(y_t, a, g, materialize_grads=True)
         gs = torch.autograd.grad(y_s, b, g, materialize_grads=True)
         for name, x, y in zip("ywukv", (y_t, *gt), (y_s, *gs), strict=True):
-            rel = float((x.float() - y.float()).norm() / y.float().norm().clamp_min(1e-12))
-            assert rel < tol, (name, dtype, rel)
+            err = float((x.detach().float() - y.detach().float()).norm())
+            ref = max(float(y.detach().float().norm()), 1e-3)  # ∂u is exactly 0 at T = 1
+            assert err / ref < tol, (name, dtype, err / ref)
