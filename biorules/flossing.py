@@ -141,6 +141,22 @@ def _loss(lam: torch.Tensor, target: float) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _tangent(W: torch.Tensor, alpha: float, psi: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """D_t Q_t = (1−α) Q_t + α W (ψ_t ⊙ Q_t) for a batch (B, N, k), as one (N×N)(N×Bk) product."""
+    B, N, k = Q.shape
+    X = (psi.unsqueeze(-1) * Q).permute(1, 0, 2).reshape(N, B * k)
+    return (1 - alpha) * Q + alpha * (W @ X).reshape(N, B, k).permute(1, 0, 2)
+
+
+def _qr_step(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q_{t+1}, diag R_t of D_t Q_t = Q_{t+1} R_t, batched (B, N, k); k = 1 is a normalisation."""
+    if M.shape[-1] == 1:
+        r = torch.linalg.vector_norm(M, dim=-2, keepdim=True)  # (B, 1, 1)
+        return M / r, r[..., 0]
+    Q, R = torch.linalg.qr(M)
+    return Q, torch.diagonal(R, dim1=-2, dim2=-1)
+
+
 def lyapunov_window(model: Any, a0: torch.Tensor, q0: torch.Tensor, transient: int, window: int,
                     inputs: torch.Tensor | None = None) -> torch.Tensor:
     """Differentiable λ̂ (k,) per step: QR every step, logs summed over the last ``window`` steps."""
@@ -150,10 +166,9 @@ def lyapunov_window(model: Any, a0: torch.Tensor, q0: torch.Tensor, transient: i
     total = torch.zeros(q0.shape[1], dtype=a0.dtype)
     for t in range(transient + window):
         psi = nl.dphi(a)
-        M = (1 - alpha) * Q + alpha * (model.W @ (psi.unsqueeze(-1) * Q))
-        Q, R = torch.linalg.qr(M)
+        Q, r = _qr_step(_tangent(model.W, alpha, psi, Q))
         if t >= transient:
-            total = total + torch.log(torch.abs(torch.diagonal(R, dim1=-2, dim2=-1))).sum(0)
+            total = total + torch.log(torch.abs(r)).sum(0)
         x = None if inputs is None else inputs[t]
         a = (1 - alpha) * a + alpha * _drive(model, nl.phi(a), x, model.W)
     return total / (window * a0.shape[0])
@@ -172,6 +187,34 @@ def _exact(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
 # local and eprop: forward in time, no backpropagation
 # --------------------------------------------------------------------------------------------
 
+_CHUNK = 32
+"""Steps of post/pre factors buffered before they are folded into the weight update by one matrix
+product: the same sum as per-step outer products, at BLAS-3 speed and with memory fixed in T."""
+
+
+class _OuterSum:
+    """Σ over buffered steps and batch of post_{·,i} preᵀ_{·,i}, per exponent i: (k, N, M)."""
+
+    def __init__(self, k: int, n: int, m: int, dtype: torch.dtype):
+        self.total = torch.zeros(k, n, m, dtype=dtype)
+        self.post: list[torch.Tensor] = []
+        self.pre: list[torch.Tensor] = []
+
+    def add(self, post: torch.Tensor, pre: torch.Tensor) -> None:
+        """post (B, N, k), pre (B, M, k) (or (B, M): the same presynaptic factor for every i)."""
+        self.post.append(post)
+        self.pre.append(pre if pre.dim() == 3 else pre.unsqueeze(-1).expand(*pre.shape, post.shape[-1]))
+        if len(self.post) == _CHUNK:
+            self.flush()
+
+    def flush(self) -> torch.Tensor:
+        if self.post:
+            P = torch.cat(self.post).permute(2, 1, 0)  # (k, N, steps·B)
+            R = torch.cat(self.pre).permute(2, 0, 1)  # (k, steps·B, M)
+            self.total += torch.bmm(P, R)
+            self.post, self.pre = [], []
+        return self.total
+
 
 @torch.no_grad()
 def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
@@ -179,48 +222,58 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
     B, N = a0.shape
     k, T = cfg.n_exponents, cfg.window
     eprop = cfg.mode == "eprop"
+    n_in = model.U.shape[1]
     a = a0.clone()
     Q = q0.expand(B, N, k).clone()
     logs = torch.zeros(k, dtype=a.dtype)
-    E_loc = torch.zeros(k, N, N, dtype=a.dtype)  # Σ_t q_{t+1,i} (ψ_t ⊙ q̃_{t,i})ᵀ per exponent
+    E_loc = _OuterSum(k, N, N, a.dtype)  # Σ_t q_{t+1,i} (ψ_t ⊙ q̃_{t,i})ᵀ
     if eprop:
-        n_in = model.U.shape[1]
-        E_w = torch.zeros(k, N, N, dtype=a.dtype)
-        E_u = torch.zeros(k, N, n_in, dtype=a.dtype)
+        E_w, E_u = _OuterSum(k, N, N, a.dtype), _OuterSum(k, N, n_in, a.dtype)
         E_b = torch.zeros(k, N, dtype=a.dtype)
         eps_h = torch.zeros(B, N, dtype=a.dtype)
         eps_x = torch.zeros(B, n_in, dtype=a.dtype)
-        eps_1 = torch.zeros((), dtype=a.dtype)
+        eps_1 = 0.0
     for t in range(cfg.transient + T):
         psi = nl.dphi(a)
-        M = (1 - alpha) * Q + alpha * (W @ (psi.unsqueeze(-1) * Q))
-        Qn, R = torch.linalg.qr(M)
+        h = nl.phi(a)
+        # one product W [hᵀ | (ψ ⊙ Q)] serves the state drive and the tangent map D_t Q_t
+        Y = W @ torch.cat([h.T, (psi.unsqueeze(-1) * Q).permute(1, 0, 2).reshape(N, B * k)], dim=1)
+        Wh = Y[:, :B].T
+        M = (1 - alpha) * Q + alpha * Y[:, B:].reshape(N, B, k).permute(1, 0, 2)
         if t >= cfg.transient:
-            logs += torch.log(torch.abs(torch.diagonal(R, dim1=-2, dim2=-1))).sum(0)
-            Qt = torch.linalg.solve_triangular(R, Q, upper=True, left=False)  # Q̃_t = Q_t R_t⁻¹
-            E_loc += torch.einsum("bni,bmi->inm", Qn, psi.unsqueeze(-1) * Qt)
+            if k == 1:
+                Qn, r = _qr_step(M)
+                Qt = Q / r.unsqueeze(-1)  # Q̃_t = Q_t R_t⁻¹
+            else:
+                Qn, R = torch.linalg.qr(M)
+                r = torch.diagonal(R, dim1=-2, dim2=-1)
+                Qt = torch.linalg.solve_triangular(R, Q, upper=True, left=False)
+            logs += torch.log(torch.abs(r)).sum(0)
+            E_loc.add(Qn, psi.unsqueeze(-1) * Qt)
             if eprop:
-                ell = nl.d2phi(a).unsqueeze(-1) * Qt * (W.T @ Qn)  # ℓ / α, (B, N, k)
-                E_w += torch.einsum("bji,bm->ijm", ell, eps_h)
+                ell = nl.d2phi(a).unsqueeze(-1) * Qt * torch.einsum("nm,bni->bmi", W, Qn)  # ℓ/α
+                E_w.add(ell, eps_h)
                 if inputs is not None:
-                    E_u += torch.einsum("bji,bm->ijm", ell, eps_x)
+                    E_u.add(ell, eps_x)
                 E_b += ell.sum(0).T * eps_1
+        else:
+            Qn = _qr_step(M)[0]
         Q = Qn
         x = None if inputs is None else inputs[t]
-        h = nl.phi(a)
         if eprop:  # eligibility of a_{t+1}: ε_{t+1} = (1−α)ε_t + α·(presynaptic factor at t)
             eps_h = (1 - alpha) * eps_h + alpha * h
             if x is not None:
                 eps_x = (1 - alpha) * eps_x + alpha * x
             eps_1 = (1 - alpha) * eps_1 + alpha
-        a = (1 - alpha) * a + alpha * _drive(model, h, x, W)
+        drive = Wh + model.b if x is None else Wh + model.b + x @ model.U.T
+        a = (1 - alpha) * a + alpha * drive
     lam = logs / (B * T)
     coef = (2.0 / k) * (lam - cfg.target) * alpha / (B * T)  # ∂ℒ_f/∂λ̂_i times the 1/(BT) mean
-    gW = torch.einsum("i,inm->nm", coef, E_loc)
+    gW = torch.einsum("i,inm->nm", coef, E_loc.flush())
     gU, gb = torch.zeros_like(model.U), torch.zeros_like(model.b)
     if eprop:
-        gW = gW + torch.einsum("i,inm->nm", coef, E_w)
-        gU = torch.einsum("i,inm->nm", coef, E_u)
+        gW = gW + torch.einsum("i,inm->nm", coef, E_w.flush())
+        gU = torch.einsum("i,inm->nm", coef, E_u.flush())
         gb = torch.einsum("i,in->n", coef, E_b)
     return FlossResult({"W": gW, "U": gU, "b": gb}, lam, _loss(lam, cfg.target))
 

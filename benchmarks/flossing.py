@@ -1,0 +1,66 @@
+"""Cost of one flossing update per mode, and how well the plausible gradients align with exact.
+
+Run by hand: ``python benchmarks/flossing.py``. One torch thread. For N = 64 and 256 it times one
+flossing step (gradient + Adam step) of each mode at the same window (16 + 39 steps, batch 1, and
+16 + 150 steps, batch 4) and k = 1, and prints the ratio to ``exact`` measured in the same run.
+Then it prints the cosine between the local/eprop gradients and the exact one over gains (N = 32,
+batch 8, 2af-driven windows of 16 + 55 steps, 3 seeds).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from biorules.flossing import FlossConfig, Flosser, floss_gradients, gradient_cosine, task_stream
+from biorules.network import NetworkParams, RateRNN
+from biorules.tasks import make_task
+
+
+def time_step(n: int, mode: str, window: int, batch: int, repeat: int = 5) -> float:
+    model = RateRNN(NetworkParams(n=n, gain=1.5), dtype=torch.float64)
+    flosser = Flosser(model, FlossConfig(mode=mode, n_exponents=1, transient=16, window=window, batch=batch))
+    flosser.step()
+    best = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        flosser.step()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def timing_table() -> None:
+    print("one flossing update (gradient + Adam step), k = 1, best of 5, 1 thread")
+    print(f"{'N':>5} {'window':>7} {'batch':>6} {'exact ms':>9} {'local ms':>9} {'eprop ms':>9} "
+          f"{'exact/local':>12} {'exact/eprop':>12}")
+    for n in (64, 256):
+        for window, batch in ((39, 1), (150, 4)):
+            t = {m: time_step(n, m, window, batch) for m in ("exact", "local", "eprop")}
+            print(f"{n:5d} {window:7d} {batch:6d} {1e3 * t['exact']:9.1f} {1e3 * t['local']:9.1f} "
+                  f"{1e3 * t['eprop']:9.1f} {t['exact'] / t['local']:11.2f}x {t['exact'] / t['eprop']:11.2f}x")
+
+
+def alignment_table() -> None:
+    print("\ncosine with the exact gradient (W), N = 32, batch 8, 2af-driven window 16 + 55, seeds 0-2")
+    print(f"{'gain':>5} {'local mean':>11} {'eprop mean':>11}   per seed (local | eprop)")
+    task = make_task("2af")
+    for g in (0.5, 1.0, 1.5, 2.0):
+        cos = {"local": [], "eprop": []}
+        for seed in range(3):
+            model = RateRNN(NetworkParams(n=32, gain=g, seed=seed), dtype=torch.float64)
+            x = task_stream(task, 16 + 55, 8, seed)
+            base = dict(n_exponents=1, transient=16, window=55, batch=8, seed=seed)
+            exact = floss_gradients(model, FlossConfig(mode="exact", **base), inputs=x)
+            for mode in cos:
+                res = floss_gradients(model, FlossConfig(mode=mode, **base), inputs=x)
+                cos[mode].append(gradient_cosine(res.grads, exact.grads))
+        print(f"{g:5.2f} {np.mean(cos['local']):11.3f} {np.mean(cos['eprop']):11.3f}   "
+              f"{np.round(cos['local'], 2).tolist()} | {np.round(cos['eprop'], 2).tolist()}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    timing_table()
+    alignment_table()
