@@ -411,3 +411,83 @@ def gradient_cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], name
     va = torch.cat([a[n].reshape(-1) for n in names])
     vb = torch.cat([b[n].reshape(-1) for n in names])
     return float(va @ vb / (va.norm() * vb.norm()))
+
+
+@dataclass(frozen=True)
+class FlossSchedule:
+    """When to floss around training (Engelken's E_p, E_i, E_f, N_i; spec §5, "Schedule")."""
+
+    pre: int = 50
+    """E_p flossing steps before the first training update."""
+    every: int = 10
+    """E_f: a bout before each training update u > 0 with u mod E_f = 0."""
+    steps: int = 50
+    """E_i flossing steps per interleaved bout."""
+    times: int = 2
+    """N_i, the most interleaved bouts."""
+
+    def __post_init__(self) -> None:
+        for name in ("pre", "steps", "times"):
+            if getattr(self, name) < 0:
+                raise InputError(f"flossing {name} must be non-negative, got {getattr(self, name)}")
+        if self.every < 1:
+            raise InputError(f"flossing every must be positive, got {self.every}")
+
+    def steps_before(self, update: int) -> int:
+        """Flossing steps to run before training update ``update`` (0-based)."""
+        if update == 0:
+            return self.pre
+        if update % self.every == 0 and update // self.every <= self.times:
+            return self.steps
+        return 0
+
+
+class FlossHook:
+    """``on_update(u, model)`` for :func:`biorules.train.train`: flossing bouts on a schedule.
+
+    Windows are driven by a stream of the training task's trials (``driven=True``) or autonomous.
+    The flossing optimiser is created on first use and kept, separate from the task optimiser.
+    ``records`` keeps (update, ℒ_f, λ̂_1) of every flossing step.
+    """
+
+    def __init__(self, cfg: FlossConfig, schedule: FlossSchedule, task: Any = None, driven: bool = True):
+        self.cfg, self.schedule, self.task = cfg, schedule, task
+        self.driven = driven and task is not None
+        self.flosser: Flosser | None = None
+        self.records: list[tuple[int, float, float]] = []
+        self.__name__ = f"floss_{cfg.mode}"
+
+    def __call__(self, update: int, model: Any) -> None:
+        n = self.schedule.steps_before(update)
+        if n == 0:
+            return
+        if self.flosser is None:
+            self.flosser = Flosser(model, self.cfg)
+        cfg = self.flosser.cfg
+        for _ in range(n):
+            x = None
+            if self.driven:
+                x = task_stream(self.task, cfg.transient + cfg.window, cfg.batch,
+                                seed=int(np.random.SeedSequence([cfg.seed, 2, self.flosser.steps_done]).generate_state(1)[0]))
+                x = x.to(model.W.dtype)
+            res = self.flosser.step(x)
+            self.records.append((update, float(res.loss), float(res.lam[0])))
+
+    def to_dataset(self, alpha: float) -> Any:
+        """The flossing record as variables along ``floss_step`` (λ̂ per τ), with config attrs."""
+        import xarray as xr
+
+        rec = np.array(self.records, dtype=float).reshape(-1, 3)
+        cfg = self.flosser.cfg if self.flosser is not None else self.cfg
+        return xr.Dataset(
+            {
+                "floss_loss": ("floss_step", rec[:, 1], {"units": "1/step^2", "long_name": "flossing loss"}),
+                "floss_lambda_hat": ("floss_step", rec[:, 2] / alpha,
+                                     {"units": "1/tau", "long_name": "window estimate of lambda_1 per flossing step"}),
+                "floss_update": ("floss_step", rec[:, 0].astype(np.int64),
+                                 {"long_name": "training update before which the step ran"}),
+            },
+            coords={"floss_step": ("floss_step", np.arange(len(rec)), {"long_name": "flossing step"})},
+            attrs={**cfg.to_attrs(), **{f"floss_schedule_{k}": v for k, v in asdict(self.schedule).items()},
+                   "floss_driven": int(self.driven)},
+        )

@@ -184,3 +184,30 @@ def test_local_and_eprop_align_with_exact_at_g05_driven():
             res = floss_gradients(model, FlossConfig(mode=mode, **base), inputs=x)
             cos[mode].append(gradient_cosine(res.grads, exact.grads))
     assert np.mean(cos["local"]) > 0.2 and np.mean(cos["eprop"]) > 0.2, cos
+
+
+def test_schedule_matches_engelkens_short_example():
+    from biorules.flossing import FlossSchedule
+
+    s = FlossSchedule(pre=50, every=10, steps=50, times=2)
+    runs = {u: s.steps_before(u) for u in range(40) if s.steps_before(u)}
+    assert runs == {0: 50, 10: 50, 20: 50}
+    with pytest.raises(InputError):
+        FlossSchedule(pre=-1)
+
+
+def test_hook_floses_around_training_and_spares_the_readout():
+    from biorules.flossing import FlossHook, FlossSchedule
+    from biorules.tasks import make_task
+
+    task = make_task("2af")
+    model = RateRNN(NetworkParams(n=12, n_in=task.n_in, n_out=task.n_out, gain=0.5), dtype=torch.float64)
+    V0 = model.V.detach().clone()
+    hook = FlossHook(FlossConfig(mode="local", window=10, transient=2, batch=2, relax=2),
+                     FlossSchedule(pre=3, every=2, steps=1, times=2), task)
+    for u in range(8):
+        hook(u, model)
+    assert [r[0] for r in hook.records] == [0, 0, 0, 2, 4]
+    ds = hook.to_dataset(alpha=0.2)
+    assert ds.sizes["floss_step"] == 5 and ds.attrs["floss_driven"] == 1
+    torch.testing.assert_close(model.V, V0, rtol=0, atol=0)
