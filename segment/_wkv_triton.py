@@ -27,10 +27,14 @@ import triton.language as tl
 
 NEG = tl.constexpr(-1.0e30)  # offset of an empty segment (finite: exp(NEG − M) = 0 without NaN)
 
-#: default tile: tokens × channels per program, warps
+#: tile of the sequential version: tokens × channels per program, warps
 BLOCK_T = 32
 BLOCK_C = 32
 NUM_WARPS = 4
+#: chunk-parallel version (the default): tokens per chunk, channels per program, warps
+CHUNK_T = 32
+CHUNK_C = 32
+CHUNK_WARPS = 4
 
 
 @triton.jit
@@ -246,21 +250,299 @@ def _wkv_bwd_kernel(W, U, K, V, Y, LZ, G, GK, GV, GW, GU, T, C, n_tiles, BT: tl.
     tl.store(GU + pid_b * C + cols, gu_acc, mask=cmask)
 
 
+# ---------------------------------------------------------------------------------------------
+# chunk-parallel version: one program per (b, channel block, chunk of BT tokens), three launches
+# (chunk summaries → per-channel carries across chunks → outputs). Chunk c covers tokens
+# [s, s+BT), s = c·BT. Left summary SL_c: tokens [s−1, s+BT−1) seen from s+BT−1; right summary
+# SR_c: tokens [s+1, s+BT+1) seen from s. Carries: CL_c = SL_0 ⋯ SL_{c−1} (tokens ≤ s−2 seen
+# from s−1), CR_c = SR_{n−1} ⋯ SR_{c+1} (tokens ≥ s+BT+1 seen from s+BT). In the chunk, the
+# token sequence shifted by ∓1 is scanned forwards / in reverse and joined with the carry.
+
+
+@triton.jit
+def _tile(P, base, j, valid, cols, cmask, C, other):
+    m = valid[:, None] & cmask[None, :]
+    return tl.load(P + base + j[:, None] * C + cols[None, :], mask=m, other=other), m
+
+
+@triton.jit
+def _fwd_summary_kernel(W, K, V, SL, SR, T, C, NCH, BT: tl.constexpr, BC: tl.constexpr):
+    pid_b = tl.program_id(0)
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
+    ch = tl.program_id(2)
+    cmask = cols < C
+    w = tl.load(W + cols, mask=cmask, other=0.0)
+    p = tl.arange(0, BT)
+    s = ch * BT
+    base = pid_b.to(tl.int64) * T * C
+    plane = pid_b.to(tl.int64) * NCH * C + ch * C + cols  # (B, NCH, C) index
+    stride = tl.num_programs(0).to(tl.int64) * NCH * C
+    pf = p.to(tl.float32)[:, None]
+    # left: tokens j = s−1+p, distance BT−1−p from the viewer
+    j = s - 1 + p
+    kk, m = _tile(K, base, j, (j >= 0) & (s + p < T), cols, cmask, C, 0.0)
+    vv, _ = _tile(V, base, j, (j >= 0) & (s + p < T), cols, cmask, C, 0.0)
+    x = tl.where(m, kk - (BT - 1 - pf) * w[None, :], NEG)
+    o = tl.max(x, axis=0)
+    e = tl.where(m, tl.exp(x - o[None, :]), 0.0)
+    tl.store(SL + plane, tl.sum(e * vv, axis=0), mask=cmask)
+    tl.store(SL + stride + plane, tl.sum(e, axis=0), mask=cmask)
+    tl.store(SL + 2 * stride + plane, o, mask=cmask)
+    # right: tokens j = s+1+p, distance p from the viewer
+    j = s + 1 + p
+    kk, m = _tile(K, base, j, j < T, cols, cmask, C, 0.0)
+    vv, _ = _tile(V, base, j, j < T, cols, cmask, C, 0.0)
+    x = tl.where(m, kk - pf * w[None, :], NEG)
+    o = tl.max(x, axis=0)
+    e = tl.where(m, tl.exp(x - o[None, :]), 0.0)
+    tl.store(SR + plane, tl.sum(e * vv, axis=0), mask=cmask)
+    tl.store(SR + stride + plane, tl.sum(e, axis=0), mask=cmask)
+    tl.store(SR + 2 * stride + plane, o, mask=cmask)
+
+
+@triton.jit
+def _fwd_carry_kernel(W, SL, SR, CL, CR, C, NCH, BT: tl.constexpr, BC: tl.constexpr):
+    pid_b = tl.program_id(0)
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
+    cmask = cols < C
+    w = tl.load(W + cols, mask=cmask, other=0.0)
+    d = -BT * w
+    row = pid_b.to(tl.int64) * NCH * C + cols
+    stride = tl.num_programs(0).to(tl.int64) * NCH * C
+    a = tl.zeros([BC], tl.float32)
+    b = tl.zeros([BC], tl.float32)
+    o = tl.full([BC], NEG, tl.float32)
+    for c in range(0, NCH):
+        q = row + c * C
+        tl.store(CL + q, a, mask=cmask)
+        tl.store(CL + stride + q, b, mask=cmask)
+        tl.store(CL + 2 * stride + q, o, mask=cmask)
+        a, b, o, _ = _join_fwd(a, b, o, d, tl.load(SL + q, mask=cmask, other=0.0),
+                               tl.load(SL + stride + q, mask=cmask, other=0.0),
+                               tl.load(SL + 2 * stride + q, mask=cmask, other=NEG), d)
+    a = tl.zeros([BC], tl.float32)
+    b = tl.zeros([BC], tl.float32)
+    o = tl.full([BC], NEG, tl.float32)
+    for ci in range(0, NCH):
+        q = row + (NCH - 1 - ci) * C
+        tl.store(CR + q, a, mask=cmask)
+        tl.store(CR + stride + q, b, mask=cmask)
+        tl.store(CR + 2 * stride + q, o, mask=cmask)
+        a, b, o, _ = _join_fwd(a, b, o, d, tl.load(SR + q, mask=cmask, other=0.0),
+                               tl.load(SR + stride + q, mask=cmask, other=0.0),
+                               tl.load(SR + 2 * stride + q, mask=cmask, other=NEG), d)
+
+
+@triton.jit
+def _fwd_out_kernel(W, U, K, V, CL, CR, Y, LZ, T, C, NCH, BT: tl.constexpr, BC: tl.constexpr):
+    pid_b = tl.program_id(0)
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
+    ch = tl.program_id(2)
+    cmask = cols < C
+    w = tl.load(W + cols, mask=cmask, other=0.0)
+    u = tl.load(U + cols, mask=cmask, other=0.0)
+    p = tl.arange(0, BT)
+    s = ch * BT
+    t = s + p
+    tv = t < T
+    base = pid_b.to(tl.int64) * T * C
+    q1 = pid_b.to(tl.int64) * NCH * C + ch * C + cols
+    stride = tl.num_programs(0).to(tl.int64) * NCH * C
+    zero = tl.zeros([BT, BC], tl.float32)
+    ed = zero - w[None, :]
+    # left: exclusive prefix from the sequence shifted right by one, joined after the carry
+    kk, m = _tile(K, base, t - 1, tv & (t >= 1), cols, cmask, C, 0.0)
+    vv, _ = _tile(V, base, t - 1, tv & (t >= 1), cols, cmask, C, 0.0)
+    sa, sb, so, sd = tl.associative_scan(
+        (tl.where(m, vv, 0.0), tl.where(m, 1.0, 0.0), tl.where(m, kk, NEG), ed), 0, _join_fwd)
+    la, lb, lo, _ = _join_fwd(tl.load(CL + q1, mask=cmask, other=0.0)[None, :],
+                              tl.load(CL + stride + q1, mask=cmask, other=0.0)[None, :],
+                              tl.load(CL + 2 * stride + q1, mask=cmask, other=NEG)[None, :],
+                              zero, sa, sb, so, sd)
+    # right: exclusive suffix from the sequence shifted left by one, scanned in reverse
+    kk, m = _tile(K, base, t + 1, tv & (t + 1 < T), cols, cmask, C, 0.0)
+    vv, _ = _tile(V, base, t + 1, tv & (t + 1 < T), cols, cmask, C, 0.0)
+    sa, sb, so, sd = tl.associative_scan(
+        (tl.where(m, vv, 0.0), tl.where(m, 1.0, 0.0), tl.where(m, kk, NEG), ed), 0, _join_fwd,
+        reverse=True)
+    ra, rb, ro, _ = _join_fwd(tl.load(CR + q1, mask=cmask, other=0.0)[None, :],
+                              tl.load(CR + stride + q1, mask=cmask, other=0.0)[None, :],
+                              tl.load(CR + 2 * stride + q1, mask=cmask, other=NEG)[None, :],
+                              zero, sa, sb, so, sd)
+    kt, tm = _tile(K, base, t, tv, cols, cmask, C, 0.0)
+    vt, _ = _tile(V, base, t, tv, cols, cmask, C, 0.0)
+    q = u[None, :] + kt
+    M = tl.maximum(tl.maximum(lo, ro), q)
+    fl = tl.exp(lo - M)
+    fr = tl.exp(ro - M)
+    fq = tl.exp(q - M)
+    den = fl * lb + fr * rb + fq
+    off = base + t[:, None] * C + cols[None, :]
+    tl.store(Y + off, (fl * la + fr * ra + fq * vt) / den, mask=tm)
+    tl.store(LZ + off, M + tl.log(den), mask=tm)
+
+
+@triton.jit
+def _bwd_summary_kernel(W, Y, LZ, G, SL, SR, T, C, NCH, BT: tl.constexpr, BC: tl.constexpr):
+    pid_b = tl.program_id(0)
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
+    ch = tl.program_id(2)
+    cmask = cols < C
+    w = tl.load(W + cols, mask=cmask, other=0.0)
+    p = tl.arange(0, BT)
+    s = ch * BT
+    base = pid_b.to(tl.int64) * T * C
+    plane = pid_b.to(tl.int64) * NCH * C + ch * C + cols
+    stride = tl.num_programs(0).to(tl.int64) * NCH * C
+    pf = p.to(tl.float32)[:, None]
+    for side in tl.static_range(2):
+        if side == 0:
+            j = s - 1 + p
+            valid = (j >= 0) & (s + p < T)
+            dist = BT - 1 - pf
+            S = SL
+        else:
+            j = s + 1 + p
+            valid = j < T
+            dist = pf
+            S = SR
+        gg, m = _tile(G, base, j, valid, cols, cmask, C, 0.0)
+        yy, _ = _tile(Y, base, j, valid, cols, cmask, C, 0.0)
+        lz, _ = _tile(LZ, base, j, valid, cols, cmask, C, 0.0)
+        x = tl.where(m, -lz - dist * w[None, :], NEG)
+        o = tl.max(x, axis=0)
+        e = tl.where(m, tl.exp(x - o[None, :]), 0.0)
+        eg = e * gg
+        egy = eg * yy
+        tl.store(S + plane, tl.sum(eg, axis=0), mask=cmask)
+        tl.store(S + stride + plane, tl.sum(egy, axis=0), mask=cmask)
+        tl.store(S + 2 * stride + plane, tl.sum(dist * eg, axis=0), mask=cmask)
+        tl.store(S + 3 * stride + plane, tl.sum(dist * egy, axis=0), mask=cmask)
+        tl.store(S + 4 * stride + plane, o, mask=cmask)
+
+
+@triton.jit
+def _bwd_carry_kernel(W, SL, SR, CL, CR, C, NCH, BT: tl.constexpr, BC: tl.constexpr):
+    pid_b = tl.program_id(0)
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
+    cmask = cols < C
+    w = tl.load(W + cols, mask=cmask, other=0.0)
+    d = -BT * w
+    n = tl.zeros([BC], tl.float32) + BT
+    row = pid_b.to(tl.int64) * NCH * C + cols
+    stride = tl.num_programs(0).to(tl.int64) * NCH * C
+    for side in tl.static_range(2):
+        if side == 0:
+            S = SL
+            D = CL
+        else:
+            S = SR
+            D = CR
+        a = tl.zeros([BC], tl.float32)
+        c2 = tl.zeros([BC], tl.float32)
+        m1 = tl.zeros([BC], tl.float32)
+        m2 = tl.zeros([BC], tl.float32)
+        o = tl.full([BC], NEG, tl.float32)
+        for ci in range(0, NCH):
+            if side == 0:
+                c = ci
+            else:
+                c = NCH - 1 - ci
+            q = row + c * C
+            tl.store(D + q, a, mask=cmask)
+            tl.store(D + stride + q, c2, mask=cmask)
+            tl.store(D + 2 * stride + q, m1, mask=cmask)
+            tl.store(D + 3 * stride + q, m2, mask=cmask)
+            tl.store(D + 4 * stride + q, o, mask=cmask)
+            a, c2, m1, m2, o, _, _ = _join_bwd(
+                a, c2, m1, m2, o, d, n,
+                tl.load(S + q, mask=cmask, other=0.0), tl.load(S + stride + q, mask=cmask, other=0.0),
+                tl.load(S + 2 * stride + q, mask=cmask, other=0.0),
+                tl.load(S + 3 * stride + q, mask=cmask, other=0.0),
+                tl.load(S + 4 * stride + q, mask=cmask, other=NEG), d, n)
+
+
+@triton.jit
+def _load_carry5(D, q1, stride, cmask):
+    return (tl.load(D + q1, mask=cmask, other=0.0)[None, :],
+            tl.load(D + stride + q1, mask=cmask, other=0.0)[None, :],
+            tl.load(D + 2 * stride + q1, mask=cmask, other=0.0)[None, :],
+            tl.load(D + 3 * stride + q1, mask=cmask, other=0.0)[None, :],
+            tl.load(D + 4 * stride + q1, mask=cmask, other=NEG)[None, :])
+
+
+@triton.jit
+def _bwd_out_kernel(W, U, K, V, Y, LZ, G, CL, CR, GK, GV, GWP, GUP, T, C, NCH,
+                    BT: tl.constexpr, BC: tl.constexpr):
+    pid_b = tl.program_id(0)
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
+    ch = tl.program_id(2)
+    cmask = cols < C
+    w = tl.load(W + cols, mask=cmask, other=0.0)
+    u = tl.load(U + cols, mask=cmask, other=0.0)
+    p = tl.arange(0, BT)
+    s = ch * BT
+    t = s + p
+    tv = t < T
+    base = pid_b.to(tl.int64) * T * C
+    q1 = pid_b.to(tl.int64) * NCH * C + ch * C + cols
+    stride = tl.num_programs(0).to(tl.int64) * NCH * C
+    zero = tl.zeros([BT, BC], tl.float32)
+    ed = zero - w[None, :]
+    one = zero + 1.0
+    # left
+    gg, m = _tile(G, base, t - 1, tv & (t >= 1), cols, cmask, C, 0.0)
+    yy, _ = _tile(Y, base, t - 1, tv & (t >= 1), cols, cmask, C, 0.0)
+    lz, _ = _tile(LZ, base, t - 1, tv & (t >= 1), cols, cmask, C, 0.0)
+    sa, sc, sm, sn, so, sd, sx = tl.associative_scan(
+        (gg, gg * yy, zero, zero, tl.where(m, -lz, NEG), ed, one), 0, _join_bwd)
+    c0, c1, c2, c3, c4 = _load_carry5(CL, q1, stride, cmask)
+    la, lc, lm, ln, lo, _, _ = _join_bwd(c0, c1, c2, c3, c4, zero, zero, sa, sc, sm, sn, so, sd, sx)
+    # right
+    gg, m = _tile(G, base, t + 1, tv & (t + 1 < T), cols, cmask, C, 0.0)
+    yy, _ = _tile(Y, base, t + 1, tv & (t + 1 < T), cols, cmask, C, 0.0)
+    lz, _ = _tile(LZ, base, t + 1, tv & (t + 1 < T), cols, cmask, C, 0.0)
+    sa, sc, sm, sn, so, sd, sx = tl.associative_scan(
+        (gg, gg * yy, zero, zero, tl.where(m, -lz, NEG), ed, one), 0, _join_bwd, reverse=True)
+    c0, c1, c2, c3, c4 = _load_carry5(CR, q1, stride, cmask)
+    ra, rc, rm, rn, ro, _, _ = _join_bwd(c0, c1, c2, c3, c4, zero, zero, sa, sc, sm, sn, so, sd, sx)
+    # token t itself
+    kt, tm = _tile(K, base, t, tv, cols, cmask, C, 0.0)
+    vt, _ = _tile(V, base, t, tv, cols, cmask, C, 0.0)
+    gt, _ = _tile(G, base, t, tv, cols, cmask, C, 0.0)
+    yt, _ = _tile(Y, base, t, tv, cols, cmask, C, 0.0)
+    lzt, _ = _tile(LZ, base, t, tv, cols, cmask, C, 0.0)
+    el = tl.where(tm, tl.exp(kt + lo), 0.0)
+    er = tl.where(tm, tl.exp(kt + ro), 0.0)
+    ps = tl.where(tm, tl.exp(u[None, :] + kt - lzt), 0.0)
+    gv = el * la + er * ra + ps * gt
+    gc = el * lc + er * rc + ps * gt * yt
+    off = base + t[:, None] * C + cols[None, :]
+    tl.store(GV + off, gv, mask=tm)
+    tl.store(GK + off, vt * gv - gc, mask=tm)
+    gw = tl.sum(el * (vt * lm - ln) + er * (vt * rm - rn), axis=0)
+    gu = tl.sum(ps * gt * (vt - yt), axis=0)
+    tl.store(GWP + q1, -gw, mask=cmask)
+    tl.store(GUP + q1, gu, mask=cmask)
+
+
 def _grid(B: int, C: int, bc: int) -> tuple[int, int]:
     return (B, triton.cdiv(C, bc))
 
 
-def wkv_forward(w, u, k, v, bt: int = BLOCK_T, bc: int = BLOCK_C, num_warps: int = NUM_WARPS):
-    """Launch the forward kernel on contiguous fp32 tensors; returns (y, log Z)."""
+def wkv_forward_sequential(w, u, k, v, bt: int = BLOCK_T, bc: int = BLOCK_C, num_warps: int = NUM_WARPS):
+    """First version: one program per (b, channel block) walking all tiles; returns (y, log Z)."""
     B, T, C = k.shape
     y = torch.empty_like(k)
     lz = torch.empty_like(k)
-    _wkv_fwd_kernel[_grid(B, C, bc)](w, u, k, v, y, lz, T, C, triton.cdiv(T, bt), BT=bt, BC=bc, num_warps=num_warps)
+    _wkv_fwd_kernel[_grid(B, C, bc)](w, u, k, v, y, lz, T, C, triton.cdiv(T, bt), BT=bt, BC=bc,
+                                      num_warps=num_warps)
     return y, lz
 
 
-def wkv_backward(w, u, k, v, y, lz, g, bt: int = BLOCK_T, bc: int = BLOCK_C, num_warps: int = NUM_WARPS):
-    """Launch the backward kernel; returns (∂w, ∂u, ∂k, ∂v) with ∂w, ∂u summed over the batch."""
+def wkv_backward_sequential(w, u, k, v, y, lz, g, bt: int = BLOCK_T, bc: int = BLOCK_C,
+                            num_warps: int = NUM_WARPS):
+    """First version of the backward pass; returns (∂w, ∂u, ∂k, ∂v)."""
     B, T, C = k.shape
     gk = torch.empty_like(k)
     gv = torch.empty_like(k)
@@ -270,6 +552,43 @@ def wkv_backward(w, u, k, v, y, lz, g, bt: int = BLOCK_T, bc: int = BLOCK_C, num
         w, u, k, v, y, lz, g, gk, gv, gw, gu, T, C, triton.cdiv(T, bt), BT=bt, BC=bc, num_warps=num_warps
     )
     return gw.sum(0), gu.sum(0), gk, gv
+
+
+def wkv_forward(w, u, k, v, bt: int = CHUNK_T, bc: int = CHUNK_C, num_warps: int = CHUNK_WARPS):
+    """Chunk-parallel forward on contiguous fp32 tensors; returns (y, log Z)."""
+    B, T, C = k.shape
+    nch = triton.cdiv(T, bt)
+    grid3 = (B, triton.cdiv(C, bc), nch)
+    sl = torch.empty((3, B, nch, C), device=k.device, dtype=torch.float32)
+    sr = torch.empty_like(sl)
+    cl = torch.empty_like(sl)
+    cr = torch.empty_like(sl)
+    y = torch.empty_like(k)
+    lz = torch.empty_like(k)
+    _fwd_summary_kernel[grid3](w, k, v, sl, sr, T, C, nch, BT=bt, BC=bc, num_warps=num_warps)
+    _fwd_carry_kernel[_grid(B, C, bc)](w, sl, sr, cl, cr, C, nch, BT=bt, BC=bc, num_warps=1)
+    _fwd_out_kernel[grid3](w, u, k, v, cl, cr, y, lz, T, C, nch, BT=bt, BC=bc, num_warps=num_warps)
+    return y, lz
+
+
+def wkv_backward(w, u, k, v, y, lz, g, bt: int = CHUNK_T, bc: int = CHUNK_C, num_warps: int = CHUNK_WARPS):
+    """Chunk-parallel backward; returns (∂w, ∂u, ∂k, ∂v), ∂w and ∂u summed over the batch."""
+    B, T, C = k.shape
+    nch = triton.cdiv(T, bt)
+    grid3 = (B, triton.cdiv(C, bc), nch)
+    sl = torch.empty((5, B, nch, C), device=k.device, dtype=torch.float32)
+    sr = torch.empty_like(sl)
+    cl = torch.empty_like(sl)
+    cr = torch.empty_like(sl)
+    gk = torch.empty_like(k)
+    gv = torch.empty_like(k)
+    gwp = torch.empty((B, nch, C), device=k.device, dtype=torch.float32)
+    gup = torch.empty_like(gwp)
+    _bwd_summary_kernel[grid3](w, y, lz, g, sl, sr, T, C, nch, BT=bt, BC=bc, num_warps=num_warps)
+    _bwd_carry_kernel[_grid(B, C, bc)](w, sl, sr, cl, cr, C, nch, BT=bt, BC=bc, num_warps=1)
+    _bwd_out_kernel[grid3](w, u, k, v, y, lz, g, cl, cr, gk, gv, gwp, gup, T, C, nch,
+                           BT=bt, BC=bc, num_warps=num_warps)
+    return gwp.sum((0, 1)), gup.sum((0, 1)), gk, gv
 
 
 class _BiWKVTriton(torch.autograd.Function):
