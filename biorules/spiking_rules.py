@@ -13,9 +13,10 @@ The readout gets its exact local gradient, ∇V = Σ_t e_t r_tᵀ and ∇c = Σ_
 already carries 1/(n_b n_m)). This equals autograd of ℒ with W sg(z_{t−1}), the reset detached,
 the same pseudo-derivative and the leak kept; at W = 0 it equals BPTT (spec §3, property 3).
 
-The trial is run once to obtain y and, from the task's scalar loss, the output errors e_t; the traces
-then run forward in time, step t reading only z_{t−1}, x_t, ψ_t and e_t (no autograd through time).
-Trace memory is O(n_b·N·(N + n_in + 1)), independent of T; the recorded run (z, ṽ, r) is O(T·n_b·N).
+One pass forward in time, online: step t runs :func:`biorules.spiking.lif_step`, updates the traces
+from z_{t−1}, x_t and ψ_t, and adds L_t Ē_t with e_t in closed form from the task
+(:meth:`biorules.tasks.Task.output_error`). No stored trajectory and no autograd; trace memory is
+O(n_b·N·(N + n_in + 1)), independent of T (only y_1..y_T, O(T·n_b·n_out), is kept).
 
 **BPTT** backpropagates ℒ through the whole trial with autograd: the surrogate ψ_t stands in for
 ∂z_t/∂ṽ_t and the reset is detached, as in :func:`biorules.spiking.lif_step`.
@@ -23,7 +24,6 @@ Trace memory is O(n_b·N·(N + n_in + 1)), independent of T; the recorded run (z
 
 from __future__ import annotations
 
-from functools import reduce
 from typing import Any, NamedTuple
 
 import torch
@@ -44,13 +44,17 @@ class EpropTrace(NamedTuple):
     """ε^i_t of the current cell, shape (B, P) [1]; None for the box cell."""
     E: torch.Tensor
     """Ē_t, filtered eligibility traces, shape (B, N, P) [1/voltage]."""
-    grad: torch.Tensor
-    """Σ_{s≤t} L_s Ē_s, batch-summed, shape (N, P): the columns of [∇W | ∇U | ∇b]."""
 
 
-def eprop_trace_step(trace: EpropTrace, inputs: tuple[torch.Tensor, ...], params: LIFParams) -> EpropTrace:
-    """One forward step of the traces (module docstring) from ``inputs = (pre_t, ψ_t, L_t)``."""
-    pre, psi, L = inputs
+def zero_trace(n_batch: int, n: int, n_pre: int, params: LIFParams, like: torch.Tensor) -> EpropTrace:
+    """ε_0 = ε^i_0 = 0 and Ē_0 = 0 for ``n_pre`` presynaptic variables."""
+    zeros = lambda *shape: torch.zeros(shape, dtype=like.dtype, device=like.device)  # noqa: E731
+    return EpropTrace(zeros(n_batch, n_pre), None if params.cell == "box" else zeros(n_batch, n_pre),
+                      zeros(n_batch, n, n_pre))
+
+
+def eprop_trace_step(trace: EpropTrace, pre: torch.Tensor, psi: torch.Tensor, params: LIFParams) -> EpropTrace:
+    """One forward step of the traces (module docstring) from pre_t (B, P) and ψ_t (B, N)."""
     a_m = params.alpha_m
     if params.cell == "box":
         eps, eps_i = (1.0 - a_m) * trace.eps + a_m * pre, None
@@ -58,23 +62,7 @@ def eprop_trace_step(trace: EpropTrace, inputs: tuple[torch.Tensor, ...], params
         eps = (1.0 - a_m) * trace.eps + a_m * trace.eps_i
         eps_i = (1.0 - params.alpha_s) * trace.eps_i + pre
     E = params.kappa * trace.E + (1.0 - params.kappa) * psi[:, :, None] * eps[:, None, :]
-    grad = trace.grad + torch.einsum("bj,bjp->jp", L, E)
-    return EpropTrace(eps, eps_i, E, grad)
-
-
-def eprop_gradients(
-    z_prev: torch.Tensor, x: torch.Tensor, psi: torch.Tensor, L: torch.Tensor, params: LIFParams
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """∇W, ∇U, ∇b of spiking e-prop from z_{t−1} (T,B,N), x_t (T,B,n_in), ψ_t and L_t (T,B,N)."""
-    T, n_b, n = psi.shape
-    ones = torch.ones((T, n_b, 1), dtype=psi.dtype, device=psi.device)
-    pre = torch.cat([z_prev, x, ones], dim=-1)
-    p = pre.shape[-1]
-    zeros = lambda *shape: torch.zeros(shape, dtype=psi.dtype, device=psi.device)  # noqa: E731
-    start = EpropTrace(zeros(n_b, p), None if params.cell == "box" else zeros(n_b, p), zeros(n_b, n, p), zeros(n, p))
-    final = reduce(lambda tr, inp: eprop_trace_step(tr, inp, params), zip(pre, psi, L, strict=True), start)
-    g = final.grad
-    return g[:, :n], g[:, n : n + x.shape[-1]], g[:, -1]
+    return EpropTrace(eps, eps_i, E)
 
 
 def _inputs(model: torch.nn.Module, batch: Any) -> torch.Tensor:
@@ -121,22 +109,38 @@ class LIFEprop:
         return torch.as_tensor(feedback_matrix(p.n, p.n_out, self.feedback_seed), dtype=model.V.dtype, device=model.V.device)
 
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
+        return self.run(model, batch, task)[0]
+
+    def run(self, model: torch.nn.Module, batch: Any, task: Any) -> tuple[GradResult, EpropTrace]:
+        """The gradients and the final traces of one batch, online: one pass forward in time."""
         _check_model(model, self.name)
-        x = _inputs(model, batch)
+        p = model.params
         with torch.no_grad():
-            y, _, states = model(x, record_states=True)
-        y = y.detach().requires_grad_(True)
-        loss = task.loss(y, batch)
-        (e,) = torch.autograd.grad(loss, y)  # e_t = ∂ℒ/∂y_t, (T, B, n_out)
-        with torch.no_grad():
-            z_prev = torch.cat([torch.zeros_like(states.z[:1]), states.z[:-1]])
-            psi = pseudo_derivative(states.v_pre, model.params)
-            L = e @ self.feedback_matrix(model).T
-            gW, gU, gb = eprop_gradients(z_prev, x, psi, L, model.params)
-            gV = torch.einsum("tbo,tbn->on", e, states.r)
-            gc = e.sum(dim=(0, 1))
-        grads = {"W": gW, "U": gU, "b": gb, "V": gV, "c": gc}
-        return GradResult(grads, y.detach(), loss.detach())
+            x = _inputs(model, batch)
+            n_steps, n_batch, n_in = x.shape
+            B = self.feedback_matrix(model)
+            state = model.initial_state(n_batch)
+            trace = zero_trace(n_batch, p.n, p.n + n_in + 1, p, like=x)
+            grad = x.new_zeros((p.n, p.n + n_in + 1))  # [∇W | ∇U | ∇b]
+            gV, gc, loss = torch.zeros_like(model.V), torch.zeros_like(model.c), x.new_zeros(())
+            ones = x.new_ones((n_batch, 1))
+            active = batch.mask.any(axis=1)
+            ys = x.new_empty((n_steps, n_batch, p.n_out))  # y_1..y_T, O(T·n_out)
+            for t in range(n_steps):
+                pre = torch.cat([state.z, x[t], ones], dim=-1)  # z_{t−1}, x_t, 1
+                state = model.step(state, x[t])
+                trace = eprop_trace_step(trace, pre, pseudo_derivative(state.v_pre, p), p)
+                ys[t] = y = model.readout(state.r)
+                if not active[t]:
+                    continue  # e_t = 0: nothing to learn at this step
+                part, e = task.output_error(y[None], batch, slice(t, t + 1))
+                e = e[0]  # e_t = ∂ℒ/∂y_t, (B, n_out)
+                grad += torch.einsum("bj,bjp->jp", e @ B.T, trace.E)  # L_t Ē_t
+                gV += e.T @ state.r
+                gc += e.sum(0)
+                loss += part
+        grads = {"W": grad[:, : p.n], "U": grad[:, p.n : p.n + n_in], "b": grad[:, -1], "V": gV, "c": gc}
+        return GradResult(grads, ys, loss), trace
 
 
 class LIFEpropRandom(LIFEprop):
