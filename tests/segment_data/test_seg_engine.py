@@ -165,3 +165,36 @@ def test_train_on_fixture_layouts(tmp_path: Path, name: str) -> None:
     if name == "synapse":  # no validation set: the last epoch is tested
         assert ds["class"].size == 8 and list(ds["image"].values) == ["case0001"]
         assert int(ds["best_epoch"][0]) == 1 and np.isnan(ds["val_dice"]).all()
+
+
+def test_random_splits_mean_and_sd(tmp_path: Path) -> None:
+    import seg_fixtures as fx
+
+    data = fx.make_kvasir(tmp_path / "kv", n=10)
+    cfg = E.TrainConfig(dataset="kvasir", data_dir=str(data), model="rwkv_unet_test", size=32, epochs=1, batch=4,
+                        split="random", split_seed=5, splits=2, device="cpu")
+    ds = E.train(cfg, tmp_path / "r.zarr").load()
+    assert list(ds["split_name"].values) == ["random-5", "random-6"] and list(ds["split_seed"].values) == [5, 6]
+    per_split = ds["test_dice"].isel({"class": 0}).mean("image", skipna=True).values
+    assert np.isfinite(ds["test_dice"]).sum() == 2  # one test image per split (n // 10)
+    mean, sd = E.summarize(ds)["classes"]["polyp"]["dice"]
+    assert mean == pytest.approx(per_split.mean()) and sd == pytest.approx(per_split.std(ddof=1))
+
+
+def test_flip_tta_averages_the_four_flips() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 1, 3, padding=1)
+    x = torch.randn(2, 1, 8, 8)
+    p = E.predict_probs(model, x, tta=True)
+    ref = sum(torch.sigmoid(model(x.flip(f)).flip(f)) if f else torch.sigmoid(model(x))
+              for f in [(), (3,), (2,), (2, 3)]) / 4
+    assert torch.allclose(p, ref, atol=1e-7)
+    assert not torch.allclose(p, E.predict_probs(model, x, tta=False))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_on_cuda_with_bf16(tmp_path: Path) -> None:
+    cfg = E.TrainConfig(model="rwkv_unet_test", size=64, epochs=2, batch=6, device="cuda")
+    ds = E.train(cfg, tmp_path / "g.zarr").load()
+    assert np.isfinite(ds["train_loss"]).all() and int(ds["status"][0]) == R.STATUS_DONE
