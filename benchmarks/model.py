@@ -33,7 +33,7 @@ def _sync(dev):
 
 
 def throughput(name, *, dev, size=256, batch=16, wkv="auto", amp=True, channels_last=False,
-               compile_=False, train=True, warmup=5, steps=20, classes=2):
+               compile_=False, compile_mode=None, train=True, warmup=5, steps=20, classes=2):
     """Images per second of ``steps`` training (or inference) steps after ``warmup``."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=classes, wkv=wkv).to(dev)
@@ -42,7 +42,7 @@ def throughput(name, *, dev, size=256, batch=16, wkv="auto", amp=True, channels_
     x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=fmt)
     y = torch.randint(0, classes, (batch, size, size), device=dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    fn = torch.compile(model) if compile_ else model
+    fn = torch.compile(model, mode=compile_mode) if compile_ else model
 
     def step():
         if train:
@@ -72,7 +72,7 @@ def throughput(name, *, dev, size=256, batch=16, wkv="auto", amp=True, channels_
     return {"img_s": batch * steps / dt, "step_ms": dt / steps * 1e3, "warmup_s": t_warm, "peak_GiB": peak}
 
 
-def gpu(variants, steps, compile_variants):
+def gpu(variants, steps, compile_variants, out=None):
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     rows = []
@@ -86,23 +86,28 @@ def gpu(variants, steps, compile_variants):
         r.update({"model": name, "config": label})
         rows.append(r)
         print(json.dumps(r), flush=True)
+        if out:
+            with open(out, "w") as f:
+                json.dump(rows, f, indent=1)
         torch.cuda.empty_cache()
         return r
 
-    for name in variants:
-        do_compile = name in compile_variants
+    for name in variants:  # eager steps first, so that every variant is measured
         run(name, "train bf16 scan eager", wkv="scan")
         run(name, "train bf16 triton eager", wkv="triton")
         run(name, "train bf16 triton channels_last", wkv="triton", channels_last=True)
-        if do_compile:
-            run(name, "train bf16 triton channels_last compile", wkv="triton", channels_last=True,
-                compile_=True, warmup=3)
         run(name, "train fp32 triton channels_last", wkv="triton", channels_last=True, amp=False)
         run(name, "infer bf16 triton channels_last", wkv="triton", channels_last=True, train=False,
             steps=steps * 2)
-        if do_compile:
-            run(name, "infer bf16 triton channels_last compile", wkv="triton", channels_last=True,
-                train=False, compile_=True, warmup=3, steps=steps * 2)
+    for name in variants:
+        if name not in compile_variants:
+            continue
+        run(name, "train bf16 triton channels_last compile", wkv="triton", channels_last=True,
+            compile_=True, warmup=3)
+        run(name, "infer bf16 triton channels_last compile", wkv="triton", channels_last=True,
+            train=False, compile_=True, warmup=3, steps=steps * 2)
+        run(name, "train bf16 triton channels_last compile reduce-overhead", wkv="triton",
+            channels_last=True, compile_=True, compile_mode="reduce-overhead", warmup=4)
     return rows
 
 
@@ -143,7 +148,7 @@ def main():
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     if a.device == "cuda":
-        rows = gpu(a.variants.split(","), a.steps, set(a.compile.split(",")))
+        rows = gpu(a.variants.split(","), a.steps, set(a.compile.split(",")), a.out)
         for line in summary(rows):
             print(line)
     else:
