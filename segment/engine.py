@@ -145,9 +145,13 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
 
 
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    import warnings
+
     from torch.distributed.nn.functional import all_reduce
 
-    return all_reduce(t)
+    with warnings.catch_warnings():  # deprecated in favour of a non-differentiable private API
+        warnings.simplefilter("ignore", FutureWarning)
+        return all_reduce(t)
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
@@ -411,12 +415,22 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
     store (``checkpoint_dir(out)``); ``on_epoch_end(split, epoch)`` is called after each epoch's
     checkpoint is written.
     """
-    import xarray as xr
-
     cfg = config.resolved()
     say = echo or (lambda _m: None)
     device = resolve_device(cfg.device)
+    own_group = not (dist.is_available() and dist.is_initialized())
     rank, size, device = init_distributed(device)
+    try:
+        return _train(cfg, out, resume, overwrite, progress, say, command, on_epoch_end, device, rank, size)
+    finally:
+        if own_group and size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, out, resume: bool, overwrite: bool, progress: bool, say, command, on_epoch_end,
+           device: torch.device, rank: int, size: int):
+    import xarray as xr
+
     if cfg.batch % size:
         raise InputError(f"--batch {cfg.batch} is not divisible by the {size} DDP processes")
     out = Path(out)
