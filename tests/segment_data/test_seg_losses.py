@@ -39,3 +39,12 @@ def test_split_batch_with_summed_statistics_equals_whole_batch() -> None:
     target = torch.randint(0, 3, (4, 6, 6), generator=g)
     terms = loss_terms(logits[:2], target[:2]) + loss_terms(logits[2:], target[2:])
     assert torch.allclose(loss_from_terms(terms, LossWeights()), ce_dice_loss(logits, target), atol=1e-6)
+
+
+def test_lr_schedules() -> None:
+    from segment.engine import lr_at
+
+    assert lr_at(0, 100, 1e-3, "poly") == 1e-3 and lr_at(100, 100, 1e-3, "poly") == 0.0
+    assert abs(lr_at(50, 100, 1e-3, "poly") - 1e-3 * 0.5 ** 0.9) < 1e-15
+    assert lr_at(0, 100, 1e-3, "cosine") == 1e-3 and abs(lr_at(50, 100, 1e-3, "cosine") - 5e-4) < 1e-15
+    assert abs(lr_at(100, 100, 1e-3, "cosine")) < 1e-15
