@@ -452,7 +452,7 @@ class FlossHook:
 
     def __init__(self, cfg: FlossConfig, schedule: FlossSchedule, task: Any = None, driven: bool = True):
         self.cfg, self.schedule, self.task = cfg, schedule, task
-        self.driven = driven and task is not None
+        self.driven = driven
         self.flosser: Flosser | None = None
         self.records: list[tuple[int, float, float]] = []
         self.__name__ = f"floss_{cfg.mode}"
@@ -466,7 +466,7 @@ class FlossHook:
         cfg = self.flosser.cfg
         for _ in range(n):
             x = None
-            if self.driven:
+            if self.driven and self.task is not None:
                 x = task_stream(self.task, cfg.transient + cfg.window, cfg.batch,
                                 seed=int(np.random.SeedSequence([cfg.seed, 2, self.flosser.steps_done]).generate_state(1)[0]))
                 x = x.to(model.W.dtype)
@@ -489,5 +489,5 @@ class FlossHook:
             },
             coords={"floss_step": ("floss_step", np.arange(len(rec)), {"long_name": "flossing step"})},
             attrs={**cfg.to_attrs(), **{f"floss_schedule_{k}": v for k, v in asdict(self.schedule).items()},
-                   "floss_driven": int(self.driven)},
+                   "floss_driven": int(self.driven and self.task is not None)},
         )

@@ -157,6 +157,9 @@ def train(
     enforce_dale: bool = True,
     dtype: str = "float32",
     on_update: Callable[[int, Any], None] | None = None,
+    floss: Any = None,
+    floss_schedule: Any = None,
+    floss_driven: bool = True,
     progress: bool = False,
 ) -> xr.Dataset:
     """Train ``rule`` on ``task`` and return the run as a Dataset (see the module docstring).
@@ -180,6 +183,10 @@ def train(
     dtype : ``float32`` or ``float64``.
     on_update : ``on_update(u, model)`` is called before update u (u = 0..updates−1), e.g. to run
         flossing steps with their own optimiser; it may change the parameters in place.
+    floss, floss_schedule, floss_driven : a :class:`biorules.flossing.FlossConfig` flosses the
+        rate network around training on a :class:`~biorules.flossing.FlossSchedule` (default
+        E_p = 50, E_f = 10, E_i = 50, N_i = 2), its windows driven by the task's trials (or
+        autonomous); the record lands in ``floss_loss``/``floss_lambda_hat`` along ``floss_step``.
     progress : draw a tqdm bar.
     """
     import torch
@@ -199,6 +206,21 @@ def train(
         raise InputError(f"lr must be a positive number, got {lr}")
     if dtype not in ("float32", "float64"):
         raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
+    hook = None
+    if floss is not None:
+        if model != "rate":
+            raise InputError("flossing is defined for rate networks only; use --model rate")
+        from biorules.flossing import FlossHook, FlossSchedule
+
+        hook = FlossHook(floss, floss_schedule or FlossSchedule(), driven=floss_driven)
+        user_hook = on_update
+
+        def on_update(u: int, net: Any) -> None:
+            hook(u, net)
+            if user_hook is not None:
+                user_hook(u, net)
+
+        on_update.__name__ = hook.__name__
     settings = {**DEFAULT_LYAPUNOV, **(lyapunov or {})}
     task_options = {k: v for k, v in (task_options or {}).items() if v is not None}
     rule_options = {k: v for k, v in (rule_options or {}).items() if v is not None}
@@ -211,6 +233,8 @@ def train(
         lif_dt = params.dt if isinstance(params, LIFParams) else LIFParams.dt
         task_options.setdefault("dt", lif_dt)
     the_task = make_task(task, **task_options)
+    if hook is not None:
+        hook.task = the_task if hook.driven else None
     torch_dtype = getattr(torch, dtype)
     net, params, the_rule = _build(model, params, the_task, rule, rule_options, s["network"], s["feedback"], torch_dtype)
     n = params.n
@@ -338,6 +362,10 @@ def train(
         "status_message": message,
         **provenance_attrs(),
     })
+    if hook is not None:
+        fl = hook.to_dataset(params.alpha)
+        ds = ds.assign(fl.data_vars)
+        attrs.update(fl.attrs)
     ds.attrs = {k_: _attr(v) for k_, v in attrs.items()}
     return ds
 

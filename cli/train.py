@@ -67,6 +67,21 @@ def _default_out(task: str, rule: str, model: str, seed: int) -> Path:
               help="Network form for bptt and rflo  [default: a]")
 @click.option("--feedback", type=click.Choice(["random", "symmetric"]), default=None,
               help="rflo feedback matrix B  [default: random]")
+@click.option("--floss", type=click.Choice(["none", "exact", "local", "eprop"]), default="none", show_default=True,
+              help="Gradient flossing around training (rate model, spec §5).")
+@click.option("--floss-pre", type=click.IntRange(min=0), default=50, show_default=True,
+              help="E_p flossing steps before training.")
+@click.option("--floss-every", type=click.IntRange(min=1), default=10, show_default=True,
+              help="E_f: a flossing bout every this many updates.")
+@click.option("--floss-steps", type=click.IntRange(min=0), default=50, show_default=True,
+              help="E_i flossing steps per bout.")
+@click.option("--floss-times", type=click.IntRange(min=0), default=2, show_default=True,
+              help="N_i, the most interleaved bouts.")
+@click.option("--floss-exponents", type=click.IntRange(min=1), default=None,
+              help="k exponents flossed  [default: min(75, N) exact, 1 local/eprop]")
+@click.option("--floss-target", type=float, default=0.0, show_default=True, help="Flossing target λ* in 1/τ.")
+@click.option("--floss-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Flossing Adam learning rate  [default: 1e-3 exact, 3e-4 local/eprop]")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="New zarr store  [default: results/train-TASK-RULE-MODEL-seedSEED.zarr]")
@@ -74,7 +89,8 @@ def _default_out(task: str, rule: str, model: str, seed: int) -> Path:
 @_json_option
 @pass_context
 def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, dt, updates, batch, lr, optimizer,
-          seed, exponents, window, tbptt_mode, form, feedback, threads, out) -> None:
+          seed, exponents, window, tbptt_mode, form, feedback, floss, floss_pre, floss_every, floss_steps,
+          floss_times, floss_exponents, floss_target, floss_lr, threads, out) -> None:
     """Train a network on a task with a learning rule; store curves, spectra and final scores."""
     from biorules.errors import InputError
     from biorules.train import check_choice
@@ -90,6 +106,10 @@ def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, d
             flag, rules = _RULE_OPTIONS[key]
             if model == "lif" or rule not in rules:
                 raise InputError(f"{flag} applies to the rate rule(s) {', '.join(rules)} only, not to {rule} ({model})")
+        if floss != "none" and model != "rate":
+            raise InputError("--floss is defined for rate networks only (--model rate)")
+        if floss_exponents is not None and floss_exponents > n:
+            raise InputError(f"--floss-exponents {floss_exponents} exceeds the {n} units (--n)")
         if model == "rate":
             from biorules.rules import get_rule
 
@@ -105,9 +125,16 @@ def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, d
 
     torch.set_num_threads(threads)
     params = NetworkParams(n=n, gain=gain, alpha=alpha, nonlinearity=nonlinearity, init=init)
+    floss_cfg = schedule = None
+    if floss != "none":
+        from biorules.flossing import FlossConfig, FlossSchedule
+
+        floss_cfg = FlossConfig(mode=floss, n_exponents=floss_exponents, target=floss_target * alpha, lr=floss_lr,
+                                seed=seed)
+        schedule = FlossSchedule(pre=floss_pre, every=floss_every, steps=floss_steps, times=floss_times)
     ds = run_training(task, rule, params, model=model, optimizer=optimizer, lr=lr, batch=batch, updates=updates,
                       seed=seed, n_exponents=exponents, rule_options=given, progress=ctx.progress,
-                      task_options={"dt": dt})
+                      task_options={"dt": dt}, floss=floss_cfg, floss_schedule=schedule)
     store.save(ds, out)
 
     status = "done" if int(ds.status) == store.STATUS["done"] else "diverged"
