@@ -198,3 +198,31 @@ def test_train_on_cuda_with_bf16(tmp_path: Path) -> None:
     cfg = E.TrainConfig(model="rwkv_unet_test", size=64, epochs=2, batch=6, device="cuda")
     ds = E.train(cfg, tmp_path / "g.zarr").load()
     assert np.isfinite(ds["train_loss"]).all() and int(ds["status"][0]) == R.STATUS_DONE
+
+
+def test_kill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "k.zarr"
+    args = [sys.executable, "-m", "cli.main", "--quiet", "segment", "--model", "rwkv_unet_test", "--size", "32",
+            "--epochs", "2", "--batch", "6", "--device", "cpu", "--out", str(out)]
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": repo}
+    proc = subprocess.Popen(args, cwd=repo, env=env)
+    last = E.checkpoint_dir(out) / "split0_last.pt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists() and int(E.read_checkpoint(last)["epoch"]) == 1  # killed during epoch 2
+    assert subprocess.run([*args, "--resume"], cwd=repo, env=env).returncode == 0
+    whole = tmp_path / "whole.zarr"
+    assert subprocess.run([*args[:-1], str(whole)], cwd=repo, env=env).returncode == 0
+    timing = ["epoch_time", "train_images_per_second"]
+    resumed, uninterrupted = R.open_results(out).load(), R.open_results(whole).load()
+    xr.testing.assert_identical(resumed.drop_vars(timing).drop_attrs(), uninterrupted.drop_vars(timing).drop_attrs())
