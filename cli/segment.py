@@ -51,6 +51,7 @@ DATASET_NAMES = "demo, glas, busi, kvasir, cvc-clinicdb, cvc-colondb, isic2017, 
 @click.option("--wkv", default="auto", show_default=True, help="Bi-WKV backend.")
 @click.option("--drop-path", type=click.FloatRange(min=0, max=1), default=None, help="Drop-path rate [default: model's].")
 @click.option("--tta", is_flag=True, help="Flip test-time augmentation at test.")
+@click.option("--binary-softmax", is_flag=True, help="Binary data: two logits with softmax (default one, sigmoid).")
 @click.option("--empty", type=click.Choice(["strict", "transunet"]), default="strict", show_default=True,
               help="Empty-mask convention of the metrics.")
 @click.option("--min-area", type=click.IntRange(min=0), default=0, show_default=True,

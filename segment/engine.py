@@ -56,7 +56,8 @@ class TrainConfig:
     ``lr`` and ``weight_decay`` are AdamW's (1/iteration scale, dimensionless); ``size`` in pixels;
     ``clip_grad`` is the max global gradient norm (0: off); ``epochs``/``batch`` None take the
     dataset recipe; ``batch`` is the global batch (split over DDP ranks); ``drop_path`` (None:
-    the model's) sets the encoder and CCM drop-path rates.
+    the model's) sets the encoder and CCM drop-path rates; ``binary_softmax`` gives binary data two
+    logits (softmax, CE + Dice over both classes) instead of one (sigmoid, BCE + Dice).
     """
 
     dataset: str = "demo"
@@ -80,6 +81,7 @@ class TrainConfig:
     wkv: str = "auto"
     drop_path: float | None = None
     tta: bool = False
+    binary_softmax: bool = False
     empty: str = "strict"
     min_area: int = 0
     device: str = "auto"
@@ -261,8 +263,13 @@ def checkpoint_dir(out: str | Path) -> Path:
 def build_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
     from segment.model import create_model
 
-    return create_model(cfg.model, in_channels=info.in_channels, num_classes=info.model_classes, wkv=cfg.wkv,
+    return create_model(cfg.model, in_channels=info.in_channels, num_classes=n_logits(cfg, info), wkv=cfg.wkv,
                         drop_path_rate=cfg.drop_path, ccm_drop_path=cfg.drop_path)
+
+
+def n_logits(cfg: TrainConfig, info: DatasetInfo) -> int:
+    """Output channels: 1 for binary data (2 with ``binary_softmax``), else one per class."""
+    return 2 if info.binary and cfg.binary_softmax else info.model_classes
 
 
 def lr_at(it: int, total: int, base: float, schedule: str) -> float:
@@ -276,7 +283,8 @@ def lr_at(it: int, total: int, base: float, schedule: str) -> float:
 def model_meta(cfg: TrainConfig, info: DatasetInfo) -> dict:
     """What predict/eval need to rebuild the model and its input pipeline from a checkpoint."""
     return {"model": cfg.model, "dataset": info.name, "in_channels": info.in_channels,
-            "num_classes": info.num_classes, "class_names": list(info.class_names), "size": cfg.size,
+            "num_classes": info.num_classes, "logits": n_logits(cfg, info), "class_names": list(info.class_names),
+            "size": cfg.size,
             "mean": list(info.mean), "std": list(info.std), "wkv": cfg.wkv}
 
 
@@ -682,7 +690,7 @@ def model_from_checkpoint(path: str | Path, device: torch.device, wkv: str | Non
     meta = ck.get("meta")
     if not isinstance(meta, dict) or "model" not in meta:
         raise InputError(f"--checkpoint {path}: no model description (not written by biorules segment)")
-    k = 1 if int(meta["num_classes"]) == 2 else int(meta["num_classes"])
+    k = int(meta.get("logits", 1 if int(meta["num_classes"]) == 2 else meta["num_classes"]))
     model = create_model(str(meta["model"]), in_channels=int(meta["in_channels"]), num_classes=k,
                          wkv=wkv or str(meta.get("wkv", "auto")))
     load_state_strict(model, unwrap_state(ck), str(path))

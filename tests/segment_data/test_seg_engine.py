@@ -226,3 +226,13 @@ def test_kill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     timing = ["epoch_time", "train_images_per_second"]
     resumed, uninterrupted = R.open_results(out).load(), R.open_results(whole).load()
     xr.testing.assert_identical(resumed.drop_vars(timing).drop_attrs(), uninterrupted.drop_vars(timing).drop_attrs())
+
+
+def test_binary_softmax_two_logits(tmp_path: Path) -> None:
+    cfg = E.TrainConfig(model="rwkv_unet_test", size=32, epochs=1, batch=6, device="cpu", binary_softmax=True)
+    ds = E.train(cfg, tmp_path / "s.zarr").load()
+    best = E.checkpoint_dir(tmp_path / "s.zarr") / "split0_best.pt"
+    model, meta = E.model_from_checkpoint(best, torch.device("cpu"))
+    assert meta["logits"] == 2 and model.final_conv.out_channels == 2
+    ev = E.evaluate_checkpoint(best, device="cpu")
+    np.testing.assert_array_equal(ev["test_dice"].values, ds["test_dice"].values)
