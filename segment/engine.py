@@ -578,7 +578,7 @@ def _train_split(cfg: TrainConfig, ds: Dataset, sp: Split, k: int, out: Path, ck
                 vd, vi = _nanmean0(ev.dice), _nanmean0(ev.iou)
                 row["val_dice"], row["val_iou"] = vd[None, None], vi[None, None]
                 score = float(np.nanmean(vd)) if np.isfinite(vd).any() else -math.inf
-            if not val_items or score > best_score:
+            if not val_items or best_epoch < 0 or score > best_score:
                 best_epoch, best_score = epoch, (score if val_items else best_score)
                 save_checkpoint(best_path, {"model": model.state_dict(), "epoch": epoch, "meta": model_meta(cfg, info),
                                             "config": json.dumps(cfg.to_dict(), sort_keys=True)})
