@@ -185,4 +185,5 @@ def test_triton_sequential_kernels_match_chunked_on_gpu():
     g = torch.randn_like(y1)
     for a, b in zip(K.wkv_backward(w, u, k, v, y1, lz1, g), K.wkv_backward_sequential(w, u, k, v, y2, lz2, g),
                     strict=True):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        # ∂w, ∂u are sums over B·T terms with cancellation: compare norm-wise, as in §5.2c
+        assert float((a - b).norm() / b.norm()) < 2e-4
