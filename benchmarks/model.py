@@ -141,6 +141,30 @@ def summary(rows):
     return out
 
 
+def profile(name, dev, rows=18):
+    """Top kernels of one bf16 channels_last training step (triton WKV) after three warm-up steps."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=2, wkv="triton").to(dev).to(memory_format=torch.channels_last)
+    x = torch.randn(16, 3, 256, 256, device=dev).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (16, 256, 256), device=dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60))
+
+
 def cpu(steps):
     dev = torch.device("cpu")
     rows = []
@@ -161,7 +185,11 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--compile", default="", help="comma list of variants to also run compiled")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--profile", default=None, help="print the top kernels of one step of this variant")
     a = ap.parse_args()
+    if a.profile:
+        profile(a.profile, torch.device(a.device))
+        return
     if a.device == "cuda":
         rows = gpu(a.variants.split(","), a.steps, set(a.compile.split(",")), a.out)
         for line in summary(rows):
