@@ -1,0 +1,88 @@
+"""The gain-study sweep: schema, interrupt and resume, equality with an uninterrupted run, dask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import requires_dask
+
+from biorules import store
+from biorules.errors import InputError
+from biorules.sweep import SweepConfig, run
+
+
+def tiny(**kw):
+    base = dict(gains=(0.5, 1.5), rules=("eprop",), floss=("none",), seeds=(0, 1), n=6, updates=3, batch=4,
+                eval_every=2, eval_batch=8, n_exponents=1)
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+def _numbers(ds):
+    return ds.drop_vars("wall_time").drop_attrs()
+
+
+def test_schema_and_values(tmp_path):
+    ds = run(tiny(), tmp_path / "s.zarr", workers=1)
+    assert dict(ds.sizes) == {"gain": 2, "rule": 1, "floss": 1, "seed": 2, "update": 3, "eval_update": 3,
+                              "exponent": 1}
+    assert ds.loss.dims == ("gain", "rule", "floss", "seed", "update")
+    assert (ds.status == store.STATUS["done"]).all() and np.isfinite(ds.final_accuracy).all()
+    assert ds.lambda_before.attrs["units"] == "1/tau"
+    # "before" depends only on (gain, seed): identical across rules is the spec's sanity check
+    assert float(ds.lambda_before.sel(gain=0.5, seed=0).squeeze()) < 0
+
+
+def test_interrupted_sweep_resumes_to_the_uninterrupted_result(tmp_path):
+    cfg = tiny(rules=("eprop", "bptt"))
+    whole = run(cfg, tmp_path / "whole.zarr", workers=1)
+    path = tmp_path / "part.zarr"
+    seen = []
+
+    def interrupt(idx, cell):
+        seen.append(idx)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, path, workers=1, on_cell=interrupt)
+    assert store.finished_cells(path).sum() == 3
+    redone = []
+    resumed = run(cfg, path, workers=1, on_cell=lambda idx, cell: redone.append(idx))
+    assert len(redone) == 8 - 3 and not set(redone) & set(seen)
+    xr.testing.assert_identical(_numbers(resumed), _numbers(whole))
+
+
+def test_failed_cell_is_recorded_not_raised(tmp_path, monkeypatch):
+    import biorules.train
+
+    def boom(*a, **k):
+        raise RuntimeError("no luck")
+
+    monkeypatch.setattr(biorules.train, "train", boom)
+    ds = run(tiny(gains=(1.0,), seeds=(0,)), tmp_path / "f.zarr", workers=1)
+    assert int(ds.status.squeeze()) == store.STATUS["failed"]
+
+
+def test_another_configuration_is_refused(tmp_path):
+    run(tiny(gains=(1.0,), seeds=(0,)), tmp_path / "s.zarr", workers=1)
+    with pytest.raises(InputError, match="different configuration"):
+        run(tiny(gains=(1.0,), seeds=(0,), updates=4), tmp_path / "s.zarr", workers=1)
+
+
+@pytest.mark.parametrize("kw", [dict(rules=("nope",)), dict(floss=("magic",)), dict(n_exponents=7), dict(task="x")])
+def test_bad_config(kw):
+    with pytest.raises(InputError):
+        tiny(**kw)
+
+
+@requires_dask
+def test_dask_cluster_gives_the_same_numbers(tmp_path):
+    from distributed import LocalCluster
+
+    cfg = tiny(gains=(1.0,))
+    local = run(cfg, tmp_path / "local.zarr", workers=1)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        remote = run(cfg, tmp_path / "dask.zarr", scheduler=cluster.scheduler_address)
+    xr.testing.assert_identical(_numbers(remote), _numbers(local))
