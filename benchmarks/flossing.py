@@ -14,9 +14,8 @@ import time
 import numpy as np
 import torch
 
-from biorules.flossing import FlossConfig, Flosser, floss_gradients, gradient_cosine, task_stream
+from biorules.flossing import FlossConfig, Flosser, gradient_alignment
 from biorules.network import NetworkParams, RateRNN
-from biorules.tasks import make_task
 
 
 def time_step(n: int, mode: str, window: int, batch: int, repeat: int = 5) -> float:
@@ -45,17 +44,8 @@ def timing_table() -> None:
 def alignment_table() -> None:
     print("\ncosine with the exact gradient (W), N = 32, batch 8, 2af-driven window 16 + 55, seeds 0-2")
     print(f"{'gain':>5} {'local mean':>11} {'eprop mean':>11}   per seed (local | eprop)")
-    task = make_task("2af")
     for g in (0.5, 1.0, 1.5, 2.0):
-        cos = {"local": [], "eprop": []}
-        for seed in range(3):
-            model = RateRNN(NetworkParams(n=32, gain=g, seed=seed), dtype=torch.float64)
-            x = task_stream(task, 16 + 55, 8, seed)
-            base = dict(n_exponents=1, transient=16, window=55, batch=8, seed=seed)
-            exact = floss_gradients(model, FlossConfig(mode="exact", **base), inputs=x)
-            for mode in cos:
-                res = floss_gradients(model, FlossConfig(mode=mode, **base), inputs=x)
-                cos[mode].append(gradient_cosine(res.grads, exact.grads))
+        cos = gradient_alignment(g, seeds=(0, 1, 2))
         print(f"{g:5.2f} {np.mean(cos['local']):11.3f} {np.mean(cos['eprop']):11.3f}   "
               f"{np.round(cos['local'], 2).tolist()} | {np.round(cos['eprop'], 2).tolist()}")
 

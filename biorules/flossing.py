@@ -406,6 +406,29 @@ def task_stream(task: Any, steps: int, batch: int, seed: int) -> torch.Tensor:
     return torch.as_tensor(np.concatenate(chunks)[:steps])
 
 
+def gradient_alignment(gain: float, seeds: Any = (0, 1, 2), *, n: int = 32, task: str = "2af", batch: int = 8,
+                       transient: int = 16, window: int = 55, modes: Any = ("local", "eprop")) -> dict[str, list[float]]:
+    """Cosine of each plausible mode's ∇W with the exact one on the same task-driven windows (spec §5).
+
+    One value per seed: a fresh N-unit network of gain g, k = 1, the same initial states and inputs.
+    """
+    from biorules.network import NetworkParams, RateRNN
+    from biorules.tasks import make_task
+
+    the_task = make_task(task)
+    cos: dict[str, list[float]] = {m: [] for m in modes}
+    for seed in seeds:
+        model = RateRNN(NetworkParams(n=n, gain=gain, seed=seed, n_in=the_task.n_in, n_out=the_task.n_out),
+                        dtype=torch.float64)
+        x = task_stream(the_task, transient + window, batch, seed)
+        base = dict(n_exponents=1, transient=transient, window=window, batch=batch, seed=seed)
+        exact = floss_gradients(model, FlossConfig(mode="exact", **base), inputs=x)
+        for mode in modes:
+            cos[mode].append(gradient_cosine(floss_gradients(model, FlossConfig(mode=mode, **base), inputs=x).grads,
+                                             exact.grads))
+    return cos
+
+
 def gradient_cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], names=("W",)) -> float:
     """Cosine similarity of two gradients over the named parameters."""
     va = torch.cat([a[n].reshape(-1) for n in names])

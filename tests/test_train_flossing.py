@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import xarray as xr
+from cli_runner import run_cli
 
 from biorules.errors import InputError
 from biorules.flossing import FlossConfig, FlossSchedule
@@ -37,7 +35,6 @@ def test_flossing_a_spiking_network_is_refused():
 def test_cli_train_floss_bad_counts(tmp_path):
     for args in (["--floss-pre", "-1"], ["--floss-every", "0"], ["--floss-times", "-2"],
                  ["--floss", "local", "--n", "8", "--floss-exponents", "9"]):
-        res = subprocess.run([sys.executable, "-c", "from cli.main import main; main()", "train", *args,
-                              "--out", str(tmp_path / "t.zarr")], capture_output=True, text=True, cwd=tmp_path)
+        res = run_cli(["train", *args, "--out", str(tmp_path / "t.zarr")], tmp_path)
         assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert not (tmp_path / "t.zarr").exists()

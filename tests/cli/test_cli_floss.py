@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import xarray as xr
-
-
-def run(args, cwd):
-    return subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
+from cli_runner import run_cli
 
 
 def test_floss_store(tmp_path):
     out = tmp_path / "f.zarr"
-    res = run(["--quiet", "floss", "--gain", "0.5", "--n", "30", "--mode", "exact", "--steps", "15",
+    res = run_cli(["--quiet", "floss", "--gain", "0.5", "--n", "30", "--mode", "exact", "--steps", "15",
                "--exponents", "2", "--out", str(out)], tmp_path)
     assert res.returncode == 0, res.stderr
     ds = xr.open_zarr(out).load()
@@ -26,7 +19,7 @@ def test_floss_store(tmp_path):
     assert np.isfinite(ds.floss_loss).all()
     assert float(ds.lambda_after[0]) > float(ds.lambda_before[0])  # g = 0.5 is pulled up toward 0
     # an existing store is never overwritten
-    again = run(["floss", "--n", "30", "--steps", "1", "--out", str(out)], tmp_path)
+    again = run_cli(["floss", "--n", "30", "--steps", "1", "--out", str(out)], tmp_path)
     assert again.returncode == 2 and "--out" in again.stderr
 
 
@@ -37,6 +30,6 @@ def test_floss_store(tmp_path):
 )
 def test_bad_input(tmp_path, args, needle):
     out = tmp_path / "f.zarr"
-    res = run(["floss", *args, "--out", str(out)], tmp_path)
+    res = run_cli(["floss", *args, "--out", str(out)], tmp_path)
     assert res.returncode == 2 and needle in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -8,15 +8,10 @@ import sys
 import numpy as np
 import pytest
 import xarray as xr
+from cli_runner import run_cli
 from click.testing import CliRunner
 
 from cli.main import cli
-
-
-def run(args, cwd):
-    """The installed entry point as a user runs it: exit code and both streams."""
-    return subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def test_lyapunov_store_summary_and_plot(tmp_path):
@@ -71,7 +66,7 @@ def test_resume_fills_only_missing_cells(tmp_path):
 )
 def test_bad_input_one_line_exit_2_no_store(tmp_path, args, needle):
     out = tmp_path / "x.zarr"
-    res = run(["lyapunov", *args, "--out", str(out)], tmp_path)
+    res = run_cli(["lyapunov", *args, "--out", str(out)], tmp_path)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr
@@ -81,12 +76,12 @@ def test_bad_input_one_line_exit_2_no_store(tmp_path, args, needle):
 def test_foreign_store_is_refused_without_damage(tmp_path):
     out = tmp_path / "x.zarr"
     xr.Dataset({"a": ("t", [1.0, 2.0])}).to_zarr(out)
-    res = run(["lyapunov", "--n", "10", "--exponents", "2", "--out", str(out)], tmp_path)
+    res = run_cli(["lyapunov", "--n", "10", "--exponents", "2", "--out", str(out)], tmp_path)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     np.testing.assert_array_equal(xr.open_zarr(out).a.values, [1.0, 2.0])
 
 
 def test_help_does_not_import_torch(tmp_path):
     code = "import sys; from cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'numba' in sys.modules)"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    res = subprocess.run_cli([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert res.stdout.strip().splitlines()[-1] == "False False"

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import xarray as xr
-
-
-def run(args, cwd):
-    return subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=600)
+from cli_runner import run_cli
 
 
 def test_sweep_cli(tmp_path):
     out = tmp_path / "s.zarr"
     args = ["sweep", "--gain", "0.5:1.0", "--step", "0.5", "--rules", "bptt,eprop", "--seeds", "1", "--n", "8",
             "--updates", "3", "--exponents", "1", "--workers", "1", "--out", str(out)]
-    res = run(["--quiet", *args], tmp_path)
+    res = run_cli(["--quiet", *args], tmp_path)
     assert res.returncode == 0, res.stderr
     ds = xr.open_zarr(out)
     assert list(ds.rule.values) == ["bptt", "eprop"] and list(ds.gain.values) == [0.5, 1.0]
-    again = run(args, tmp_path)  # nothing left to do: resumes and prints the summary
+    again = run_cli(args, tmp_path)  # nothing left to do: resumes and prints the summary
     assert again.returncode == 0 and "eprop" in again.stdout
 
 
@@ -31,6 +24,6 @@ def test_sweep_cli(tmp_path):
                                           (["--n", "4", "--exponents", "5"], "exponents")])
 def test_bad_input(tmp_path, args, needle):
     out = tmp_path / "s.zarr"
-    res = run(["sweep", *args, "--out", str(out)], tmp_path)
+    res = run_cli(["sweep", *args, "--out", str(out)], tmp_path)
     assert res.returncode == 2 and needle in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not out.exists()

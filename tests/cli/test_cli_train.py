@@ -10,16 +10,11 @@ import time
 
 import pytest
 import xarray as xr
+from cli_runner import run_cli
 from click.testing import CliRunner
 
 from biorules import store
 from cli.main import cli
-
-
-def run(args, cwd):
-    """The entry point as a user runs it: exit code and both streams."""
-    return subprocess.run([sys.executable, "-c", "from cli.main import main; main()", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def invoke(args):
@@ -67,7 +62,7 @@ def test_summary_and_json(tmp_path):
 )
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, args, needle):
     out = tmp_path / "x.zarr"
-    res = run(["train", *args, "--out", str(out)], tmp_path)
+    res = run_cli(["train", *args, "--out", str(out)], tmp_path)
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr
@@ -77,7 +72,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, args, needle):
 def test_existing_store_is_never_overwritten(tmp_path):
     out = tmp_path / "x.zarr"
     xr.Dataset({"a": ("t", [1.0, 2.0])}).to_zarr(out)
-    res = run(["train", "--updates", "1", "--out", str(out)], tmp_path)
+    res = run_cli(["train", "--updates", "1", "--out", str(out)], tmp_path)
     assert res.returncode == 2 and "--out" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert list(xr.open_zarr(out).a.values) == [1.0, 2.0]
 
@@ -85,7 +80,7 @@ def test_existing_store_is_never_overwritten(tmp_path):
 def test_help_does_not_import_torch(tmp_path):
     code = ("import sys; from cli.main import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit: pass\n"
             "print('torch' in sys.modules, 'zarr' in sys.modules)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    res = subprocess.run_cli([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert "--rule [bptt|tbptt|eprop|eprop-random|rflo]" in res.stdout
     assert res.stdout.strip().splitlines()[-1] == "False False"
 
