@@ -57,8 +57,9 @@ DATASET_NAMES = "demo, glas, busi, kvasir, cvc-clinicdb, cvc-colondb, isic2017, 
 @click.option("--min-area", type=click.IntRange(min=0), default=0, show_default=True,
               help="Smallest predicted object (pixels) for the GlaS object metrics.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-              help="CPU threads for torch (0: torch's default).")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="CPU threads for torch (0: torch's default); 1 keeps CPU numbers the same across "
+                   "machines and is fastest on shared cores.")
 @click.option("--out", default=None, help="Result store [default: results/segment-DATASET.zarr].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoints.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store and its checkpoints.")

@@ -45,13 +45,17 @@ def run_train(obj: Context, options: dict) -> None:
 
     out = options.pop("out") or f"results/segment-{options['dataset']}.zarr"
     resume, overwrite, threads = options.pop("resume"), options.pop("overwrite"), options.pop("threads")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     cfg = TrainConfig(**options)
     echo = tqdm.write if obj.progress else (lambda _m: None)
-    ds = train(cfg, out, resume=resume, overwrite=overwrite, progress=_bars(obj), echo=echo, command=sys.argv)
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        ds = train(cfg, out, resume=resume, overwrite=overwrite, progress=_bars(obj), echo=echo, command=sys.argv)
+    finally:
+        torch.set_num_threads(before)
     if not ds.data_vars:  # a DDP rank other than 0
         return
     summary = summarize(ds)
