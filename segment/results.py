@@ -52,7 +52,8 @@ def versions() -> dict[str, str]:
 
     return {"python": platform.python_version(), "biorules": biorules.__version__, "torch": torch.__version__,
             "numpy": np.__version__, "xarray": xr.__version__, "zarr": zarr.__version__,
-            "scipy": scipy.__version__, "click": importlib.metadata.version("click")}
+            "scipy": scipy.__version__, "click": importlib.metadata.version("click"),
+            "torch_threads": str(torch.get_num_threads())}
 
 
 def template(
