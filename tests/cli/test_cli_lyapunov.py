@@ -83,5 +83,5 @@ def test_foreign_store_is_refused_without_damage(tmp_path):
 
 def test_help_does_not_import_torch(tmp_path):
     code = "import sys; from cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'numba' in sys.modules)"
-    res = subprocess.run_cli([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert res.stdout.strip().splitlines()[-1] == "False False"

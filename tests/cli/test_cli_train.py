@@ -80,7 +80,7 @@ def test_existing_store_is_never_overwritten(tmp_path):
 def test_help_does_not_import_torch(tmp_path):
     code = ("import sys; from cli.main import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit: pass\n"
             "print('torch' in sys.modules, 'zarr' in sys.modules)")
-    res = subprocess.run_cli([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert "--rule [bptt|tbptt|eprop|eprop-random|rflo]" in res.stdout
     assert res.stdout.strip().splitlines()[-1] == "False False"
 
