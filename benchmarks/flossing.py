@@ -3,7 +3,7 @@
 Run by hand: ``python benchmarks/flossing.py``. One torch thread. For N = 64 and 256 it times one
 flossing step (gradient + Adam step) of each mode at the same window (16 + 39 steps, batch 1, and
 16 + 150 steps, batch 4) and k = 1, and prints the ratio to ``exact`` measured in the same run.
-Then it prints the cosine between the local/eprop gradients and the exact one over gains (N = 32,
+It also times each mode at its own defaults. Then it prints the cosine between the local/eprop gradients and the exact one over gains (N = 32,
 batch 8, 2af-driven windows of 16 + 55 steps, 3 seeds).
 """
 
@@ -18,9 +18,12 @@ from biorules.flossing import FlossConfig, Flosser, gradient_alignment
 from biorules.network import NetworkParams, RateRNN
 
 
-def time_step(n: int, mode: str, window: int, batch: int, repeat: int = 5) -> float:
+def time_step(n: int, mode: str, window: int | None, batch: int | None, repeat: int = 5,
+              k: int | None = 1) -> float:
+    """Best time of one flossing step; None settings take the mode's defaults."""
     model = RateRNN(NetworkParams(n=n, gain=1.5), dtype=torch.float64)
-    flosser = Flosser(model, FlossConfig(mode=mode, n_exponents=1, transient=16, window=window, batch=batch))
+    transient = None if window is None else 16
+    flosser = Flosser(model, FlossConfig(mode=mode, n_exponents=k, transient=transient, window=window, batch=batch))
     flosser.step()
     best = np.inf
     for _ in range(repeat):
@@ -28,6 +31,16 @@ def time_step(n: int, mode: str, window: int, batch: int, repeat: int = 5) -> fl
         flosser.step()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def defaults_table() -> None:
+    print("\none flossing update with each mode's defaults (exact: k = min(75, N), 16 + 39 steps, batch 1;"
+          " local/eprop: k = 1, 50 + 150 steps, batch 4)")
+    print(f"{'N':>5} {'exact ms':>9} {'local ms':>9} {'eprop ms':>9} {'exact/local':>12} {'exact/eprop':>12}")
+    for n in (64, 256):
+        t = {m: time_step(n, m, None, None, repeat=3, k=None) for m in ("exact", "local", "eprop")}
+        print(f"{n:5d} {1e3 * t['exact']:9.1f} {1e3 * t['local']:9.1f} {1e3 * t['eprop']:9.1f} "
+              f"{t['exact'] / t['local']:11.2f}x {t['exact'] / t['eprop']:11.2f}x")
 
 
 def timing_table() -> None:
@@ -53,4 +66,5 @@ def alignment_table() -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     timing_table()
+    defaults_table()
     alignment_table()
