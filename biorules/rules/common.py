@@ -83,3 +83,41 @@ def zero_state(model: torch.nn.Module, n_batch: int) -> RateState:
     """The model's initial state (a_0 = 0, h_0 = φ(0)), detached."""
     s = model.initial_state(n_batch)
     return RateState(s.a.detach(), s.h.detach())
+
+
+def online_pass(model: torch.nn.Module, batch: Any, task: Any, form: str, B: torch.Tensor,
+                init: Any, advance: Any, learn: Any) -> tuple[Any, Any]:
+    """The one forward-in-time loop of the online rules (e-prop, RFLO), without autograd.
+
+    Each step advances the network by its pure step, then the rule's traces by
+    ``advance(trace, state, h_prev, x_t)``; on loss steps the learning signal L_t = B e_t (e_t in
+    closed form from the task) goes to ``learn(grads, trace, state, L_t)`` for W, U and b, and the
+    readout gets its exact local gradient Σ e_t h_tᵀ, Σ e_t. ``init(state, x)`` builds the traces.
+    Returns the :class:`~biorules.rules.base.GradResult` and the final traces.
+    """
+    from biorules.rules.base import GradResult
+
+    with torch.no_grad():
+        x = inputs(model, batch)
+        state = zero_state(model, x.shape[1])
+        step = model_step(model, form)
+        trace = init(state, x)
+        grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+        active = batch.mask.any(axis=1)
+        ys = x.new_empty((x.shape[0], x.shape[1], model.V.shape[0]))  # y_1..y_T, O(T·n_out)
+        loss = torch.zeros((), dtype=x.dtype)
+        for t in range(x.shape[0]):
+            h_prev = state.h
+            state = step(state, x[t])
+            trace = advance(trace, state, h_prev, x[t])
+            y = model.readout(state.h)
+            ys[t] = y
+            if not active[t]:
+                continue  # e_t = 0: nothing to learn at this step
+            part, e = task.output_error(y[None], batch, slice(t, t + 1))
+            e = e[0]
+            learn(grads, trace, state, e @ B.T)
+            grads["V"] += e.T @ state.h
+            grads["c"] += e.sum(0)
+            loss += part
+    return GradResult(mask_recurrent(model, grads), ys, loss), trace

@@ -26,15 +26,7 @@ from typing import Any, NamedTuple
 import torch
 
 from biorules.rules.base import GradResult
-from biorules.rules.common import (
-    check_feedback,
-    feedback,
-    forward,
-    inputs,
-    mask_recurrent,
-    model_step,
-    zero_state,
-)
+from biorules.rules.common import check_feedback, feedback, forward, online_pass
 
 
 class EpropTrace(NamedTuple):
@@ -69,36 +61,19 @@ class Eprop:
     def run(self, model: torch.nn.Module, batch: Any, task: Any) -> tuple[GradResult, EpropTrace]:
         """The gradients and the final eligibility vectors of one batch, forward in time."""
         alpha, dphi = model.params.alpha, model.nl.dphi
-        with torch.no_grad():
-            x = inputs(model, batch)
-            n_batch = x.shape[1]
-            B = feedback(model, self.feedback, self.feedback_seed)
-            state = zero_state(model, n_batch)
-            step = model_step(model, "a")
-            trace = EpropTrace(torch.zeros_like(state.h), torch.zeros_like(x[0]), 0.0)
-            grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-            active = batch.mask.any(axis=1)
-            ys = x.new_empty((x.shape[0], n_batch, model.V.shape[0]))  # y_1..y_T, O(T·n_out)
-            loss = torch.zeros((), dtype=x.dtype)
-            for t in range(x.shape[0]):
-                h_prev = state.h
-                state = step(state, x[t])
-                trace = EpropTrace(
-                    (1.0 - alpha) * trace.h + alpha * h_prev,
-                    (1.0 - alpha) * trace.x + alpha * x[t],
-                    (1.0 - alpha) * trace.one + alpha,
-                )
-                y = model.readout(state.h)
-                ys[t] = y
-                if not active[t]:
-                    continue  # e_t = 0: nothing to learn at this step
-                part, e = task.output_error(y[None], batch, slice(t, t + 1))
-                e = e[0]
-                g = dphi(state.a) * (e @ B.T)  # ψ_t ⊙ L_t, (B, N)
-                grads["W"] += g.T @ trace.h
-                grads["U"] += g.T @ trace.x
-                grads["b"] += g.sum(0) * trace.one
-                grads["V"] += e.T @ state.h
-                grads["c"] += e.sum(0)
-                loss += part
-        return GradResult(mask_recurrent(model, grads), ys, loss), trace
+
+        def init(state: Any, x: torch.Tensor) -> EpropTrace:
+            return EpropTrace(torch.zeros_like(state.h), torch.zeros_like(x[0]), 0.0)
+
+        def advance(trace: EpropTrace, state: Any, h_prev: torch.Tensor, x_t: torch.Tensor) -> EpropTrace:
+            return EpropTrace((1.0 - alpha) * trace.h + alpha * h_prev, (1.0 - alpha) * trace.x + alpha * x_t,
+                              (1.0 - alpha) * trace.one + alpha)
+
+        def learn(grads: dict, trace: EpropTrace, state: Any, L: torch.Tensor) -> None:
+            g = dphi(state.a) * L  # ψ_t ⊙ L_t, (B, N)
+            grads["W"] += g.T @ trace.h
+            grads["U"] += g.T @ trace.x
+            grads["b"] += g.sum(0) * trace.one
+
+        B = feedback(model, self.feedback, self.feedback_seed)
+        return online_pass(model, batch, task, "a", B, init, advance, learn)

@@ -26,16 +26,7 @@ from typing import Any, NamedTuple
 import torch
 
 from biorules.rules.base import GradResult
-from biorules.rules.common import (
-    check_feedback,
-    check_form,
-    feedback,
-    forward,
-    inputs,
-    mask_recurrent,
-    model_step,
-    zero_state,
-)
+from biorules.rules.common import check_feedback, check_form, feedback, forward, online_pass
 
 
 class RfloTrace(NamedTuple):
@@ -72,37 +63,23 @@ class RFLO:
     def run(self, model: torch.nn.Module, batch: Any, task: Any) -> tuple[GradResult, RfloTrace]:
         """The gradients and the final traces of one batch, forward in time."""
         alpha, dphi = model.params.alpha, model.nl.dphi
-        with torch.no_grad():
-            x = inputs(model, batch)
-            n_batch, n = x.shape[1], model.W.shape[0]
-            B = feedback(model, self.feedback, self.feedback_seed)
-            state = zero_state(model, n_batch)
-            step = model_step(model, self.form)
-            P = x.new_zeros((n_batch, n, n))
-            Px = x.new_zeros((n_batch, n, x.shape[2]))
-            pb = x.new_zeros((n_batch, n))
-            grads = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
-            active = batch.mask.any(axis=1)
-            ys = x.new_empty((x.shape[0], n_batch, model.V.shape[0]))  # y_1..y_T, O(T·n_out)
-            loss = torch.zeros((), dtype=x.dtype)
-            for t in range(x.shape[0]):
-                h_prev = state.h
-                state = step(state, x[t])
-                psi = dphi(state.a)  # φ'(a_t), or φ'(u_t) in the r-form
-                P.baddbmm_(psi[:, :, None], h_prev[:, None, :], beta=1.0 - alpha, alpha=alpha)
-                Px.baddbmm_(psi[:, :, None], x[t][:, None, :], beta=1.0 - alpha, alpha=alpha)
-                pb.mul_(1.0 - alpha).add_(psi, alpha=alpha)
-                y = model.readout(state.h)
-                ys[t] = y
-                if not active[t]:
-                    continue
-                part, e = task.output_error(y[None], batch, slice(t, t + 1))
-                e = e[0]
-                L = e @ B.T  # (B, N)
-                grads["W"] += torch.einsum("bj,bji->ji", L, P)
-                grads["U"] += torch.einsum("bj,bji->ji", L, Px)
-                grads["b"] += (L * pb).sum(0)
-                grads["V"] += e.T @ state.h
-                grads["c"] += e.sum(0)
-                loss += part
-        return GradResult(mask_recurrent(model, grads), ys, loss), RfloTrace(P, Px, pb)
+
+        def init(state: Any, x: torch.Tensor) -> RfloTrace:
+            n_batch, n = state.h.shape
+            return RfloTrace(x.new_zeros((n_batch, n, n)), x.new_zeros((n_batch, n, x.shape[2])),
+                             x.new_zeros((n_batch, n)))
+
+        def advance(trace: RfloTrace, state: Any, h_prev: torch.Tensor, x_t: torch.Tensor) -> RfloTrace:
+            psi = dphi(state.a)  # φ'(a_t), or φ'(u_t) in the r-form
+            trace.W.baddbmm_(psi[:, :, None], h_prev[:, None, :], beta=1.0 - alpha, alpha=alpha)
+            trace.U.baddbmm_(psi[:, :, None], x_t[:, None, :], beta=1.0 - alpha, alpha=alpha)
+            trace.b.mul_(1.0 - alpha).add_(psi, alpha=alpha)
+            return trace
+
+        def learn(grads: dict, trace: RfloTrace, state: Any, L: torch.Tensor) -> None:
+            grads["W"] += torch.einsum("bj,bji->ji", L, trace.W)
+            grads["U"] += torch.einsum("bj,bji->ji", L, trace.U)
+            grads["b"] += (L * trace.b).sum(0)
+
+        B = feedback(model, self.feedback, self.feedback_seed)
+        return online_pass(model, batch, task, self.form, B, init, advance, learn)
