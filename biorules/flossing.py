@@ -115,7 +115,7 @@ def _window_start(model: Any, cfg: FlossConfig, step: int) -> tuple[torch.Tensor
     q0 = np.linalg.qr(rng_q.standard_normal((n, cfg.n_exponents)))[0]
     with torch.no_grad():
         for _ in range(cfg.relax):
-            a = (1 - alpha) * a + alpha * _drive(model, model.nl.phi(a), None, model.W)
+            a = torch.lerp(a, _drive(model, model.nl.phi(a), None, model.W), alpha)
     return a, torch.as_tensor(q0, dtype=dtype)
 
 
@@ -128,8 +128,9 @@ def _check_inputs(inputs: torch.Tensor | None, cfg: FlossConfig, n_in: int) -> N
 
 
 def _drive(model: Any, h: torch.Tensor, x: torch.Tensor | None, W: torch.Tensor) -> torch.Tensor:
-    d = h @ W.T + model.b
-    return d if x is None else d + x @ model.U.T
+    """W h + b (+ U x): the input to the leaky update, one fused product where possible."""
+    d = torch.addmm(model.b, h, W.T)
+    return d if x is None else torch.addmm(d, x, model.U.T)
 
 
 def _loss(lam: torch.Tensor, target: float) -> torch.Tensor:
@@ -170,7 +171,7 @@ def lyapunov_window(model: Any, a0: torch.Tensor, q0: torch.Tensor, transient: i
         if t >= transient:
             total = total + torch.log(torch.abs(r)).sum(0)
         x = None if inputs is None else inputs[t]
-        a = (1 - alpha) * a + alpha * _drive(model, nl.phi(a), x, model.W)
+        a = torch.lerp(a, _drive(model, nl.phi(a), x, model.W), alpha)  # (1−α)a + α·drive
     return total / (window * a0.shape[0])
 
 
@@ -265,8 +266,8 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
             if x is not None:
                 eps_x = (1 - alpha) * eps_x + alpha * x
             eps_1 = (1 - alpha) * eps_1 + alpha
-        drive = Wh + model.b if x is None else Wh + model.b + x @ model.U.T
-        a = (1 - alpha) * a + alpha * drive
+        drive = Wh + model.b if x is None else torch.addmm(Wh + model.b, x, model.U.T)
+        a = torch.lerp(a, drive, alpha)
     lam = logs / (B * T)
     coef = (2.0 / k) * (lam - cfg.target) * alpha / (B * T)  # ∂ℒ_f/∂λ̂_i times the 1/(BT) mean
     gW = torch.einsum("i,inm->nm", coef, E_loc.flush())
