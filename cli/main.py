@@ -30,6 +30,17 @@ def cli(ctx: click.Context, debug: bool, quiet: bool, as_json: bool) -> None:
     ctx.obj = Context(debug=debug, quiet=quiet, json=as_json)
 
 
+def _interrupted(e: BaseException) -> bool:
+    """Whether ``e`` was caused by a KeyboardInterrupt somewhere down its chain."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; bad input is one line and exit 2, a failed run one line and exit 1."""
     from biorules.errors import InputError
@@ -57,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Error: {e}", err=True)
         sys.exit(EXIT_USAGE)
     except Exception as e:  # a failed run: one line, the traceback only with --debug
+        if _interrupted(e):  # Ctrl-C inside a compiled kernel arrives wrapped in a SystemError
+            click.echo("Interrupted; finished results are kept, rerun the same command to resume.", err=True)
+            sys.exit(130)
         if debug:
             raise
         click.echo(f"Error: {type(e).__name__}: {e}", err=True)

@@ -85,3 +85,27 @@ def test_help_does_not_import_torch(tmp_path):
     code = "import sys; from cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'numba' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert res.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_ctrl_c_keeps_finished_cells(tmp_path):
+    """SIGINT mid-scan (inside the numba kernel): exit 130, one line, finished cells kept intact."""
+    import signal
+    import time
+
+    from biorules import store
+
+    out = tmp_path / "int.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "--quiet", "lyapunov",
+                             "--gain", "0.5:2.0", "--n", "150", "--seeds", "3", "--exponents", "100",
+                             "--out", str(out)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out.exists() and store.finished_cells(out).any()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["Interrupted; finished results are kept, rerun the same command to resume."]
+    ds = xr.open_zarr(out).load()
+    done = ds.status.values == store.STATUS["done"]
+    assert 1 <= done.sum() < done.size
+    assert np.isfinite(ds.spectrum.values[done]).all() and np.isnan(ds.spectrum.values[~done]).all()
