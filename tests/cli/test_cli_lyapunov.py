@@ -95,7 +95,9 @@ def test_ctrl_c_keeps_finished_cells(tmp_path):
     from biorules import store
 
     out = tmp_path / "int.zarr"
-    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "--quiet", "lyapunov",
+    # a shell may start us with SIGINT ignored (background jobs): restore Python's handler in the child
+    code = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from cli.main import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--quiet", "lyapunov",
                              "--gain", "0.5:2.0", "--n", "150", "--seeds", "3", "--exponents", "100",
                              "--out", str(out)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
