@@ -9,13 +9,17 @@ batch 8, 2af-driven windows of 16 + 55 steps, 3 seeds).
 
 from __future__ import annotations
 
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from biorules.flossing import FlossConfig, Flosser, gradient_alignment
 from biorules.network import NetworkParams, RateRNN
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported as benchmarks.*
+from _timing import best_time  # noqa: E402
 
 
 def time_step(n: int, mode: str, window: int | None, batch: int | None, repeat: int = 5,
@@ -24,13 +28,7 @@ def time_step(n: int, mode: str, window: int | None, batch: int | None, repeat: 
     model = RateRNN(NetworkParams(n=n, gain=1.5), dtype=torch.float64)
     transient = None if window is None else 16
     flosser = Flosser(model, FlossConfig(mode=mode, n_exponents=k, transient=transient, window=window, batch=batch))
-    flosser.step()
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        flosser.step()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_time(flosser.step, repeat, warmup=True)[0]
 
 
 def defaults_table() -> None:

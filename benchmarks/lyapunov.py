@@ -11,21 +11,16 @@ against baselines measured in the same run, and the accuracy of each estimate ag
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from biorules.lyapunov import spectrum
 from biorules.network import NetworkParams, recurrent_weights
 
-
-def _time(fn, repeat=1):
-    best, out = np.inf, None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported as benchmarks.*
+from _timing import best_time  # noqa: E402
 
 
 def lyapynov_spectrum(W, alpha, a0, k, transient, steps):
@@ -68,15 +63,15 @@ def case(label, n, k, transient, steps, qr_intervals, repeat):
     kw = dict(alpha=alpha, n_exponents=k, steps=steps, transient=transient, ons_transient=0, a0=a0)
     spectrum(W, **{**kw, "steps": 5, "transient": 1})  # compile / warm the numba cache
     rows = []
-    t_lp, lam_lp = _time(lambda: lyapynov_spectrum(W, alpha, a0, k, transient, steps))
+    t_lp, lam_lp = best_time(lambda: lyapynov_spectrum(W, alpha, a0, k, transient, steps))
     rows.append(("lyapynov (QR every step)", t_lp, lam_lp))
-    t_np, lam_np = _time(lambda: spectrum(W, backend="numpy", **kw).values)
+    t_np, lam_np = best_time(lambda: spectrum(W, backend="numpy", **kw).values)
     rows.append(("numpy reference (QR every step)", t_np, lam_np))
     floors = {}
     for q in qr_intervals:
-        t, lam = _time(lambda q=q: spectrum(W, qr_interval=q, **kw).values, repeat)
+        t, lam = best_time(lambda q=q: spectrum(W, qr_interval=q, **kw).values, repeat)
         rows.append((f"biorules numba, QR every {q}", t, lam))
-        floors[q] = _time(lambda q=q: floor(W, k, steps, q, transient), repeat)[0]
+        floors[q] = best_time(lambda q=q: floor(W, k, steps, q, transient), repeat)[0]
     print(f"\n{label}: N={n}, k={k}, α={alpha}, g=2, transient {transient}, {steps} steps")
     print(f"{'method':34s} {'time s':>8s} {'vs lyapynov':>12s} {'vs floor':>9s} {'Δλ_max':>9s} {'Δsum %':>8s}")
     for name, t, lam in rows:

@@ -17,8 +17,10 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported as benchmarks.*
+from _timing import best_time  # noqa: E402
 
 RULES = ("bptt", "eprop", "rflo")
 
@@ -49,16 +51,6 @@ def _setup(rule: str, n: int, steps: int, batch: int):
             model(torch.as_tensor(data.x, dtype=torch.float32))
 
     return update, forward_only
-
-
-def _best(fn, repeat: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _status_kb(field: str) -> int:
@@ -102,8 +94,8 @@ def main() -> None:
         for rule in RULES:
             update, forward_only = _setup(rule, n, 50, args.batch)
             if fwd is None:
-                fwd = _best(forward_only, repeat)
-            times[rule] = _best(update, repeat)
+                fwd = best_time(forward_only, repeat, warmup=True)[0]
+            times[rule] = best_time(update, repeat, warmup=True)[0]
         row = " ".join(f"{1e3 * times[r]:9.1f}" for r in RULES)
         print(f"{n:6d} {1e3 * fwd:9.1f} {row}   {times['eprop'] / times['bptt']:10.2f} {times['rflo'] / times['bptt']:10.2f}")
 

@@ -32,12 +32,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from segment.info import _PeakBytes
 from segment.wkv import bi_wkv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported as benchmarks.*
+from _timing import best_time  # noqa: E402
 
 
 def _inputs(B, T, C, device, seed=0, requires_grad=True):
@@ -54,15 +58,6 @@ def _peak(fn, known):
     with mode:
         fn()
     return mode.peak
-
-
-def _cpu_time(fn, repeat=3):
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def cpu_table(sizes=(1024, 4096, 16384), C=576, mem_limit=8 * 2**30):
@@ -84,8 +79,8 @@ def cpu_table(sizes=(1024, 4096, 16384), C=576, mem_limit=8 * 2**30):
             if run:
                 peak_f = _peak(fwd, ins)
                 peak_fb = _peak(fwd_bwd, ins)
-                t_f = _cpu_time(fwd)
-                t_fb = _cpu_time(fwd_bwd)
+                t_f = best_time(fwd, 3)[0]
+                t_fb = best_time(fwd_bwd, 3)[0]
             else:
                 meta = [x.detach().to("meta").requires_grad_(True) for x in ins]
                 peak_f = _peak(lambda m=meta: bi_wkv(*m, backend="dense").detach(), meta)
