@@ -32,9 +32,9 @@ BLOCK_T = 32
 BLOCK_C = 32
 NUM_WARPS = 4
 #: chunk-parallel version (the default): tokens per chunk, channels per program, warps
-CHUNK_T = 32
+CHUNK_T = 16
 CHUNK_C = 32
-CHUNK_WARPS = 4
+CHUNK_WARPS = 2
 
 
 @triton.jit
@@ -301,36 +301,53 @@ def _fwd_summary_kernel(W, K, V, SL, SR, T, C, NCH, BT: tl.constexpr, BC: tl.con
 
 
 @triton.jit
-def _fwd_carry_kernel(W, SL, SR, CL, CR, C, NCH, BT: tl.constexpr, BC: tl.constexpr):
+def _fwd_carry_kernel(W, SL, SR, CL, CR, C, NCH, BT: tl.constexpr, BC: tl.constexpr, CB: tl.constexpr):
+    # CL_{c+1} = SL_0 ⋯ SL_c and CR_{c−1} = SR_{n−1} ⋯ SR_c, scanned CB chunks at a time
     pid_b = tl.program_id(0)
     cols = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cols < C
     w = tl.load(W + cols, mask=cmask, other=0.0)
-    d = -BT * w
-    row = pid_b.to(tl.int64) * NCH * C + cols
+    rows = tl.arange(0, CB)
+    is_last = (rows == CB - 1)[:, None]
+    dd = tl.zeros([CB, BC], tl.float32) - BT * w[None, :]
+    row0 = pid_b.to(tl.int64) * NCH * C
     stride = tl.num_programs(0).to(tl.int64) * NCH * C
-    a = tl.zeros([BC], tl.float32)
-    b = tl.zeros([BC], tl.float32)
-    o = tl.full([BC], NEG, tl.float32)
-    for c in range(0, NCH):
-        q = row + c * C
-        tl.store(CL + q, a, mask=cmask)
-        tl.store(CL + stride + q, b, mask=cmask)
-        tl.store(CL + 2 * stride + q, o, mask=cmask)
-        a, b, o, _ = _join_fwd(a, b, o, d, tl.load(SL + q, mask=cmask, other=0.0),
-                               tl.load(SL + stride + q, mask=cmask, other=0.0),
-                               tl.load(SL + 2 * stride + q, mask=cmask, other=NEG), d)
-    a = tl.zeros([BC], tl.float32)
-    b = tl.zeros([BC], tl.float32)
-    o = tl.full([BC], NEG, tl.float32)
-    for ci in range(0, NCH):
-        q = row + (NCH - 1 - ci) * C
-        tl.store(CR + q, a, mask=cmask)
-        tl.store(CR + stride + q, b, mask=cmask)
-        tl.store(CR + 2 * stride + q, o, mask=cmask)
-        a, b, o, _ = _join_fwd(a, b, o, d, tl.load(SR + q, mask=cmask, other=0.0),
-                               tl.load(SR + stride + q, mask=cmask, other=0.0),
-                               tl.load(SR + 2 * stride + q, mask=cmask, other=NEG), d)
+    for side in tl.static_range(2):
+        if side == 0:
+            S = SL
+            D = CL
+        else:
+            S = SR
+            D = CR
+        first = row0 + (0 if side == 0 else NCH - 1) * C + cols
+        tl.store(D + first, tl.zeros([BC], tl.float32), mask=cmask)
+        tl.store(D + stride + first, tl.zeros([BC], tl.float32), mask=cmask)
+        tl.store(D + 2 * stride + first, tl.full([BC], NEG, tl.float32), mask=cmask)
+        ca = tl.zeros([BC], tl.float32)
+        cb = tl.zeros([BC], tl.float32)
+        co = tl.full([BC], NEG, tl.float32)
+        for blk in range(0, tl.cdiv(NCH, CB)):
+            r = blk * CB + rows
+            if side == 0:
+                c = r
+                dst = c + 1
+            else:
+                c = NCH - 1 - r
+                dst = c - 1
+            m = (r < NCH)[:, None] & cmask[None, :]
+            q = row0 + c[:, None] * C + cols[None, :]
+            sa, sb, so, sd = tl.associative_scan(
+                (tl.load(S + q, mask=m, other=0.0), tl.load(S + stride + q, mask=m, other=0.0),
+                 tl.load(S + 2 * stride + q, mask=m, other=NEG), dd), 0, _join_fwd)
+            la, lb, lo, _ = _join_fwd(ca[None, :], cb[None, :], co[None, :], dd, sa, sb, so, sd)
+            dm = m & ((dst >= 0) & (dst < NCH))[:, None]
+            qd = row0 + dst[:, None] * C + cols[None, :]
+            tl.store(D + qd, la, mask=dm)
+            tl.store(D + stride + qd, lb, mask=dm)
+            tl.store(D + 2 * stride + qd, lo, mask=dm)
+            ca = _last_row(la, is_last)
+            cb = _last_row(lb, is_last)
+            co = _last_row(lo, is_last)
 
 
 @triton.jit
@@ -422,14 +439,18 @@ def _bwd_summary_kernel(W, Y, LZ, G, SL, SR, T, C, NCH, BT: tl.constexpr, BC: tl
 
 
 @triton.jit
-def _bwd_carry_kernel(W, SL, SR, CL, CR, C, NCH, BT: tl.constexpr, BC: tl.constexpr):
+def _bwd_carry_kernel(W, SL, SR, CL, CR, C, NCH, BT: tl.constexpr, BC: tl.constexpr, CB: tl.constexpr):
+    # as _fwd_carry_kernel, with the five fields of the backward summaries
     pid_b = tl.program_id(0)
     cols = tl.program_id(1) * BC + tl.arange(0, BC)
     cmask = cols < C
     w = tl.load(W + cols, mask=cmask, other=0.0)
-    d = -BT * w
-    n = tl.zeros([BC], tl.float32) + BT
-    row = pid_b.to(tl.int64) * NCH * C + cols
+    rows = tl.arange(0, CB)
+    is_last = (rows == CB - 1)[:, None]
+    zero = tl.zeros([CB, BC], tl.float32)
+    dd = zero - BT * w[None, :]
+    nn = zero + BT
+    row0 = pid_b.to(tl.int64) * NCH * C
     stride = tl.num_programs(0).to(tl.int64) * NCH * C
     for side in tl.static_range(2):
         if side == 0:
@@ -438,28 +459,45 @@ def _bwd_carry_kernel(W, SL, SR, CL, CR, C, NCH, BT: tl.constexpr, BC: tl.conste
         else:
             S = SR
             D = CR
-        a = tl.zeros([BC], tl.float32)
-        c2 = tl.zeros([BC], tl.float32)
-        m1 = tl.zeros([BC], tl.float32)
-        m2 = tl.zeros([BC], tl.float32)
-        o = tl.full([BC], NEG, tl.float32)
-        for ci in range(0, NCH):
+        first = row0 + (0 if side == 0 else NCH - 1) * C + cols
+        for f in tl.static_range(4):
+            tl.store(D + f * stride + first, tl.zeros([BC], tl.float32), mask=cmask)
+        tl.store(D + 4 * stride + first, tl.full([BC], NEG, tl.float32), mask=cmask)
+        ca = tl.zeros([BC], tl.float32)
+        cc = tl.zeros([BC], tl.float32)
+        cm = tl.zeros([BC], tl.float32)
+        cn = tl.zeros([BC], tl.float32)
+        co = tl.full([BC], NEG, tl.float32)
+        for blk in range(0, tl.cdiv(NCH, CB)):
+            r = blk * CB + rows
             if side == 0:
-                c = ci
+                c = r
+                dst = c + 1
             else:
-                c = NCH - 1 - ci
-            q = row + c * C
-            tl.store(D + q, a, mask=cmask)
-            tl.store(D + stride + q, c2, mask=cmask)
-            tl.store(D + 2 * stride + q, m1, mask=cmask)
-            tl.store(D + 3 * stride + q, m2, mask=cmask)
-            tl.store(D + 4 * stride + q, o, mask=cmask)
-            a, c2, m1, m2, o, _, _ = _join_bwd(
-                a, c2, m1, m2, o, d, n,
-                tl.load(S + q, mask=cmask, other=0.0), tl.load(S + stride + q, mask=cmask, other=0.0),
-                tl.load(S + 2 * stride + q, mask=cmask, other=0.0),
-                tl.load(S + 3 * stride + q, mask=cmask, other=0.0),
-                tl.load(S + 4 * stride + q, mask=cmask, other=NEG), d, n)
+                c = NCH - 1 - r
+                dst = c - 1
+            m = (r < NCH)[:, None] & cmask[None, :]
+            q = row0 + c[:, None] * C + cols[None, :]
+            sa, sc, sm, sn, so, sd, sx = tl.associative_scan(
+                (tl.load(S + q, mask=m, other=0.0), tl.load(S + stride + q, mask=m, other=0.0),
+                 tl.load(S + 2 * stride + q, mask=m, other=0.0),
+                 tl.load(S + 3 * stride + q, mask=m, other=0.0),
+                 tl.load(S + 4 * stride + q, mask=m, other=NEG), dd, nn), 0, _join_bwd)
+            la, lc, lm, ln, lo, _, _ = _join_bwd(ca[None, :], cc[None, :], cm[None, :], cn[None, :],
+                                                 co[None, :], zero, zero,
+                                                 sa, sc, sm, sn, so, sd, sx)
+            dm = m & ((dst >= 0) & (dst < NCH))[:, None]
+            qd = row0 + dst[:, None] * C + cols[None, :]
+            tl.store(D + qd, la, mask=dm)
+            tl.store(D + stride + qd, lc, mask=dm)
+            tl.store(D + 2 * stride + qd, lm, mask=dm)
+            tl.store(D + 3 * stride + qd, ln, mask=dm)
+            tl.store(D + 4 * stride + qd, lo, mask=dm)
+            ca = _last_row(la, is_last)
+            cc = _last_row(lc, is_last)
+            cm = _last_row(lm, is_last)
+            cn = _last_row(ln, is_last)
+            co = _last_row(lo, is_last)
 
 
 @triton.jit
@@ -526,6 +564,10 @@ def _bwd_out_kernel(W, U, K, V, Y, LZ, G, CL, CR, GK, GV, GWP, GUP, T, C, NCH,
     tl.store(GUP + q1, gu, mask=cmask)
 
 
+def _carry_block(nch: int) -> int:
+    return min(64, max(16, triton.next_power_of_2(nch)))
+
+
 def _grid(B: int, C: int, bc: int) -> tuple[int, int]:
     return (B, triton.cdiv(C, bc))
 
@@ -554,8 +596,10 @@ def wkv_backward_sequential(w, u, k, v, y, lz, g, bt: int = BLOCK_T, bc: int = B
     return gw.sum(0), gu.sum(0), gk, gv
 
 
-def wkv_forward(w, u, k, v, bt: int = CHUNK_T, bc: int = CHUNK_C, num_warps: int = CHUNK_WARPS):
-    """Chunk-parallel forward on contiguous fp32 tensors; returns (y, log Z)."""
+def wkv_forward(w, u, k, v, bt: int | None = None, bc: int | None = None, num_warps: int | None = None):
+    """Chunk-parallel forward on contiguous fp32 tensors; returns (y, log Z). Tiles default to
+    the module's CHUNK_T, CHUNK_C, CHUNK_WARPS."""
+    bt, bc, num_warps = bt or CHUNK_T, bc or CHUNK_C, num_warps or CHUNK_WARPS
     B, T, C = k.shape
     nch = triton.cdiv(T, bt)
     grid3 = (B, triton.cdiv(C, bc), nch)
@@ -566,13 +610,16 @@ def wkv_forward(w, u, k, v, bt: int = CHUNK_T, bc: int = CHUNK_C, num_warps: int
     y = torch.empty_like(k)
     lz = torch.empty_like(k)
     _fwd_summary_kernel[grid3](w, k, v, sl, sr, T, C, nch, BT=bt, BC=bc, num_warps=num_warps)
-    _fwd_carry_kernel[_grid(B, C, bc)](w, sl, sr, cl, cr, C, nch, BT=bt, BC=bc, num_warps=1)
+    _fwd_carry_kernel[_grid(B, C, bc)](w, sl, sr, cl, cr, C, nch, BT=bt, BC=bc, CB=_carry_block(nch),
+                                       num_warps=4)
     _fwd_out_kernel[grid3](w, u, k, v, cl, cr, y, lz, T, C, nch, BT=bt, BC=bc, num_warps=num_warps)
     return y, lz
 
 
-def wkv_backward(w, u, k, v, y, lz, g, bt: int = CHUNK_T, bc: int = CHUNK_C, num_warps: int = CHUNK_WARPS):
+def wkv_backward(w, u, k, v, y, lz, g, bt: int | None = None, bc: int | None = None,
+                 num_warps: int | None = None):
     """Chunk-parallel backward; returns (∂w, ∂u, ∂k, ∂v), ∂w and ∂u summed over the batch."""
+    bt, bc, num_warps = bt or CHUNK_T, bc or CHUNK_C, num_warps or CHUNK_WARPS
     B, T, C = k.shape
     nch = triton.cdiv(T, bt)
     grid3 = (B, triton.cdiv(C, bc), nch)
@@ -585,28 +632,51 @@ def wkv_backward(w, u, k, v, y, lz, g, bt: int = CHUNK_T, bc: int = CHUNK_C, num
     gwp = torch.empty((B, nch, C), device=k.device, dtype=torch.float32)
     gup = torch.empty_like(gwp)
     _bwd_summary_kernel[grid3](w, y, lz, g, sl, sr, T, C, nch, BT=bt, BC=bc, num_warps=num_warps)
-    _bwd_carry_kernel[_grid(B, C, bc)](w, sl, sr, cl, cr, C, nch, BT=bt, BC=bc, num_warps=1)
+    _bwd_carry_kernel[_grid(B, C, bc)](w, sl, sr, cl, cr, C, nch, BT=bt, BC=bc, CB=_carry_block(nch),
+                                       num_warps=4)
     _bwd_out_kernel[grid3](w, u, k, v, y, lz, g, cl, cr, gk, gv, gwp, gup, T, C, nch,
                            BT=bt, BC=bc, num_warps=num_warps)
     return gwp.sum((0, 1)), gup.sum((0, 1)), gk, gv
 
 
-class _BiWKVTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w, u, k, v):
-        args = [x.float().contiguous() for x in (w, u, k, v)]
-        y, lz = wkv_forward(*args)
-        ctx.save_for_backward(*args, y, lz)
-        ctx.dtypes = (w.dtype, u.dtype, k.dtype, v.dtype)
-        return y.to(v.dtype)
+@torch.library.custom_op("segment::bi_wkv", mutates_args=())
+def _bi_wkv_op(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return wkv_forward(w, u, k, v)
 
-    @staticmethod
-    def backward(ctx, gy):
-        w, u, k, v, y, lz = ctx.saved_tensors
-        grads = wkv_backward(w, u, k, v, y, lz, gy.float().contiguous())
-        return tuple(g.to(dt) for g, dt in zip(grads, ctx.dtypes, strict=True))
+
+@_bi_wkv_op.register_fake
+def _(w, u, k, v):
+    return torch.empty_like(k), torch.empty_like(k)
+
+
+@torch.library.custom_op("segment::bi_wkv_backward", mutates_args=())
+def _bi_wkv_backward_op(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, y: torch.Tensor,
+                        lz: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return wkv_backward(w, u, k, v, y, lz, g)
+
+
+@_bi_wkv_backward_op.register_fake
+def _(w, u, k, v, y, lz, g):
+    return torch.empty_like(w), torch.empty_like(u), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs, *output)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _backward(ctx, gy, _glz):
+    return _bi_wkv_backward_op(*ctx.saved_tensors, gy.contiguous())
+
+
+_bi_wkv_op.register_autograd(_backward, setup_context=_setup)
 
 
 def wkv_triton(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Bi-WKV through the fused kernels (k, v: (B, T, C) on CUDA; w, u: (C,), already / T)."""
-    return _BiWKVTriton.apply(w, u, k, v)
+    """Bi-WKV through the fused kernels (k, v: (B, T, C) on CUDA; w, u: (C,), already / T).
+
+    Computed in fp32 (inputs are cast), returned in fp32; ``segment::bi_wkv`` is a custom op, so
+    ``torch.compile`` keeps it whole.
+    """
+    y, _ = _bi_wkv_op(*(x.float().contiguous() for x in (w, u, k, v)))
+    return y

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from segment.dwconv import depthwise_conv2d
 from segment.wkv import bi_wkv
 
 BN_EPS = 1e-6  # every BatchNorm (§2)
@@ -50,7 +51,11 @@ class LayerNorm2d(nn.Module):
 
 
 class ConvNormAct(nn.Module):
-    """Conv2d without bias, then an optional BatchNorm (eps 1e-6) and activation."""
+    """Conv2d without bias, then an optional BatchNorm (eps 1e-6) and activation.
+
+    A depthwise conv (groups = dim_in = dim_out) runs through ``segment.dwconv`` with backend
+    ``dwconv`` ("auto": fused Triton kernels on CUDA, ``F.conv2d`` elsewhere).
+    """
 
     def __init__(
         self,
@@ -61,8 +66,11 @@ class ConvNormAct(nn.Module):
         groups: int = 1,
         norm: bool = True,
         act_layer: type[nn.Module] | None = nn.ReLU,
+        dwconv: str = "auto",
     ) -> None:
         super().__init__()
+        self.depthwise = groups > 1 and groups == dim_in == dim_out
+        self.dwconv = dwconv
         self.conv = nn.Conv2d(
             dim_in, dim_out, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=False
         )
@@ -70,7 +78,11 @@ class ConvNormAct(nn.Module):
         self.act = act_layer() if act_layer is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x)))
+        if self.depthwise:
+            x = depthwise_conv2d(x, self.conv.weight, self.conv.stride[0], backend=self.dwconv)
+        else:
+            x = self.conv(x)
+        return self.act(self.norm(x))
 
 
 class SqueezeExcite(nn.Module):

@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from biorules.errors import InputError
-from segment.blocks import IRBlock, SpatialMix, UpBlock
+from segment.blocks import ConvNormAct, IRBlock, SpatialMix, UpBlock
 from segment.model import RWKVUNet, create_model
 from segment.wkv import wkv_flops
 
@@ -56,7 +56,8 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     """MACs of ``model(x)`` per image under the §8 convention, split by top-level part.
 
     Returns {"total", "encoder", "ccm", "decoder", "head", "wkv"}; runs the forward pass once
-    (any device, ``meta`` included) with hooks on Conv2d, Linear and SpatialMix.
+    (any device, ``meta`` included) with hooks on Conv2d, depthwise ConvNormAct, Linear and
+    SpatialMix.
     """
     parts: dict[str, int] = {"encoder": 0, "ccm": 0, "decoder": 0, "head": 0, "wkv": 0}
     batch = x.shape[0]
@@ -73,7 +74,12 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
 
     for name, mod in model.named_modules():
         part = part_of(name)
-        if isinstance(mod, nn.Conv2d):
+        if isinstance(mod, ConvNormAct) and mod.depthwise:  # segment.dwconv, not the Conv2d module
+
+            def hook(m, _inp, out, part=part):
+                kh, kw = m.conv.kernel_size
+                parts[part] += out.numel() * kh * kw
+        elif isinstance(mod, nn.Conv2d):
 
             def hook(m, _inp, out, part=part):
                 kh, kw = m.kernel_size

@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from biorules.errors import InputError
-from segment.blocks import CCM, IRBlock, UpBlock
+from segment import dwconv as _dw
+from segment.blocks import CCM, ConvNormAct, IRBlock, UpBlock
 from segment.wkv import BACKENDS
 
 
@@ -135,6 +136,7 @@ class RWKVUNet(nn.Module):
         num_classes: int = 1,
         wkv: str = "auto",
         name: str = "rwkv_unet",
+        dwconv: str = "auto",
     ) -> None:
         super().__init__()
         if in_channels < 1:
@@ -155,6 +157,7 @@ class RWKVUNet(nn.Module):
         self.decoder3 = UpBlock(2 * c1, c0, cfg.decoder_kernel)
         self.decoder4 = UpBlock(2 * c0, cfg.stem_dim, cfg.decoder_kernel)
         self.final_conv = nn.Conv2d(cfg.stem_dim, num_classes, 1, bias=True)
+        self.set_dwconv_backend(dwconv)
 
     # -- pieces --------------------------------------------------------------------------
     def set_wkv_backend(self, backend: str) -> None:
@@ -164,6 +167,14 @@ class RWKVUNet(nn.Module):
         for m in self.modules():
             if hasattr(m, "spatial_decay"):
                 m.backend = backend
+
+    def set_dwconv_backend(self, backend: str) -> None:
+        """Switch every depthwise conv to ``backend`` (see ``segment.dwconv.BACKENDS``)."""
+        if backend not in _dw.BACKENDS:
+            raise InputError(f"unknown depthwise-conv backend {backend!r}; choose from {', '.join(_dw.BACKENDS)}")
+        for m in self.modules():
+            if isinstance(m, ConvNormAct) and m.depthwise:
+                m.dwconv = backend
 
     def forward_encoder(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features [e1, e2, e3, e4] at H/2 .. H/16."""
@@ -202,11 +213,13 @@ def create_model(
     in_channels: int | None = None,
     num_classes: int | None = None,
     wkv: str | None = None,
+    dwconv: str | None = None,
     **overrides,
 ) -> RWKVUNet:
     """Build variant ``name`` (``rwkv_unet``, ``rwkv_unet_s``, ``rwkv_unet_t``, ``rwkv_unet_test``).
 
-    Defaults: in_channels 3, num_classes 1 (binary, sigmoid; §7), wkv "auto". ``overrides`` set
+    Defaults: in_channels 3, num_classes 1 (binary, sigmoid; §7), wkv and dwconv "auto" (fused
+    Triton kernels on CUDA, plain torch elsewhere). ``overrides`` set
     fields of the variant (e.g. ``drop_path_rate``); ``None`` values are ignored.
     """
     if name not in VARIANTS:
@@ -224,6 +237,7 @@ def create_model(
         num_classes=1 if num_classes is None else int(num_classes),
         wkv="auto" if wkv is None else wkv,
         name=name,
+        dwconv="auto" if dwconv is None else dwconv,
     )
 
 

@@ -31,3 +31,25 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def triton_interpreted():
+    """Run tests/segment/triton_interpreted.py under TRITON_INTERPRET=1 (the Triton kernels on the
+    CPU); return its table of errors against the float64 references."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "segment" / "triton_interpreted.py"
+
+    def run(which: str) -> list[dict]:
+        env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+        out = subprocess.run([sys.executable, str(script), which], capture_output=True, text=True, env=env,
+                             cwd=script.parents[2], timeout=900)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    return run

@@ -1,0 +1,167 @@
+"""Triton kernels of the depthwise convolution in ``segment.dwconv``. Importing needs Triton.
+
+Tensors are channels-last (memory order b, h, w, c); the kernel is K×K (K odd), padding
+p = K // 2, stride s ∈ {1, 2}; the weight comes transposed to (K·K, C) so that a tap's C
+weights are contiguous. With OH = ⌊(H−1)/s⌋ + 1:
+
+    y[b, oh, ow, c]  = Σ_{i,j} x[b, oh·s − p + i, ow·s − p + j, c] · w[c, i, j]
+    ∂x[b, h, x, c]   = Σ_{i,j} ∂y[b, (h + p − i)/s, (x + p − j)/s, c] · w[c, i, j]   (integer quotients)
+    ∂w[c, i, j]      = Σ_{b,oh,ow} ∂y[b, oh, ow, c] · x[b, oh·s − p + i, ow·s − p + j, c]
+
+One program of the forward and input-gradient kernels owns one output row segment of BW
+pixels × BC channels and walks the K² taps, accumulating in fp32. The weight gradient is
+reduced per program over a run of rows into a (programs, K², C) fp32 buffer, summed on the host
+side: deterministic, no atomics.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _fwd_kernel(X, WT, Y, H, W, C, OH, OW, K: tl.constexpr, S: tl.constexpr, BW: tl.constexpr,
+                BC: tl.constexpr):
+    row = tl.program_id(0)  # b·OH + oh
+    ow = tl.program_id(1) * BW + tl.arange(0, BW)
+    c = tl.program_id(2) * BC + tl.arange(0, BC)
+    b = row // OH
+    oh = row % OH
+    cm = c < C
+    owm = ow < OW
+    P: tl.constexpr = K // 2
+    xb = X + b.to(tl.int64) * H * W * C
+    iw0 = ow * S - P
+    acc = tl.zeros([BW, BC], tl.float32)
+    for i in tl.static_range(K):
+        ih = oh * S - P + i
+        rv = (ih >= 0) & (ih < H)
+        for j in tl.static_range(K):
+            iw = iw0 + j
+            m = (rv & (iw >= 0) & (iw < W) & owm)[:, None] & cm[None, :]
+            xv = tl.load(xb + (ih * W + iw)[:, None] * C + c[None, :], mask=m, other=0.0)
+            wv = tl.load(WT + (i * K + j) * C + c, mask=cm, other=0.0)
+            acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+    yp = Y + row.to(tl.int64) * OW * C + ow[:, None] * C + c[None, :]
+    tl.store(yp, acc.to(Y.dtype.element_ty), mask=owm[:, None] & cm[None, :])
+
+
+@triton.jit
+def _bwd_x_kernel(GY, WT, GX, H, W, C, OH, OW, K: tl.constexpr, S: tl.constexpr, BW: tl.constexpr,
+                  BC: tl.constexpr):
+    row = tl.program_id(0)  # b·H + h
+    iw = tl.program_id(1) * BW + tl.arange(0, BW)
+    c = tl.program_id(2) * BC + tl.arange(0, BC)
+    b = row // H
+    ih = row % H
+    cm = c < C
+    iwm = iw < W
+    P: tl.constexpr = K // 2
+    gb = GY + b.to(tl.int64) * OH * OW * C
+    acc = tl.zeros([BW, BC], tl.float32)
+    for i in tl.static_range(K):
+        ohs = ih + P - i  # = oh·s
+        oh = ohs // S
+        rv = (ohs >= 0) & (oh < OH)
+        if S > 1:
+            rv = rv & (ohs % S == 0)
+        for j in tl.static_range(K):
+            ows = iw + P - j
+            ow = ows // S
+            cv = (ows >= 0) & (ow < OW) & iwm
+            if S > 1:
+                cv = cv & (ows % S == 0)
+            m = (rv & cv)[:, None] & cm[None, :]
+            gv = tl.load(gb + (oh * OW + ow)[:, None] * C + c[None, :], mask=m, other=0.0)
+            wv = tl.load(WT + (i * K + j) * C + c, mask=cm, other=0.0)
+            acc += gv.to(tl.float32) * wv.to(tl.float32)[None, :]
+    xp = GX + row.to(tl.int64) * W * C + iw[:, None] * C + c[None, :]
+    tl.store(xp, acc.to(GX.dtype.element_ty), mask=iwm[:, None] & cm[None, :])
+
+
+@triton.jit
+def _bwd_w_kernel(X, GY, PART, H, W, C, OH, OW, ROWS, ROWS_PER, K: tl.constexpr, S: tl.constexpr,
+                  BW: tl.constexpr, BC: tl.constexpr):
+    pid = tl.program_id(0)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    cm = c < C
+    P: tl.constexpr = K // 2
+    r0 = pid.to(tl.int64) * ROWS_PER
+    cols = tl.arange(0, BW)
+    for t in tl.static_range(K * K):
+        i = t // K
+        j = t % K
+        acc = tl.zeros([BW, BC], tl.float32)
+        for rr in range(0, ROWS_PER):  # output rows r = b·OH + oh
+            r = r0 + rr
+            b = r // OH
+            oh = r % OH
+            ih = oh * S - P + i
+            rv = (ih >= 0) & (ih < H) & (r < ROWS)
+            xb = X + b * H * W * C + ih * W * C
+            gb = GY + r * OW * C
+            for cb in range(0, OW, BW):
+                ow = cb + cols
+                owm = ow < OW
+                iw = ow * S - P + j
+                m = (rv & (iw >= 0) & (iw < W) & owm)[:, None] & cm[None, :]
+                xv = tl.load(xb + iw[:, None] * C + c[None, :], mask=m, other=0.0)
+                gv = tl.load(gb + ow[:, None] * C + c[None, :], mask=m, other=0.0)
+                acc += xv.to(tl.float32) * gv.to(tl.float32)
+        tl.store(PART + (pid * K * K + t) * C + c, tl.sum(acc, axis=0), mask=cm)
+
+
+def _tiles(width: int, C: int) -> tuple[int, int]:
+    bc = min(64, max(8, triton.next_power_of_2(C)))
+    bw = min(max(8, 2048 // bc), 64, max(8, triton.next_power_of_2(width)))
+    return bw, bc
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def out_size(n: int, stride: int) -> int:
+    """Output side of a 'same'-padded odd kernel: ⌊(n − 1)/s⌋ + 1."""
+    return (n - 1) // stride + 1
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """y = depthwise conv of x (B, C, H, W) with weight (C, 1, K, K); channels-last result."""
+    B, C, H, W = x.shape
+    K = weight.shape[-1]
+    OH, OW = out_size(H, stride), out_size(W, stride)
+    x = _nhwc(x)
+    wt = weight.reshape(C, K * K).t().contiguous()
+    y = torch.empty((B, C, OH, OW), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    bw, bc = _tiles(OW, C)
+    grid = (B * OH, triton.cdiv(OW, bw), triton.cdiv(C, bc))
+    _fwd_kernel[grid](x, wt, y, H, W, C, OH, OW, K=K, S=stride, BW=bw, BC=bc, num_warps=4)
+    return y
+
+
+def backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int,
+             programs: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂x, ∂w) of ``forward``; ∂w is reduced in fp32 and returned in the weight's dtype."""
+    B, C, H, W = x.shape
+    K = weight.shape[-1]
+    OH, OW = gy.shape[-2:]
+    x = _nhwc(x)
+    gy = _nhwc(gy)
+    wt = weight.reshape(C, K * K).t().contiguous()
+    gx = torch.empty_like(x, memory_format=torch.channels_last)
+    bw, bc = _tiles(W, C)
+    _bwd_x_kernel[(B * H, triton.cdiv(W, bw), triton.cdiv(C, bc))](
+        gy, wt, gx, H, W, C, OH, OW, K=K, S=stride, BW=bw, BC=bc, num_warps=4)
+    bw, bc = _tiles(OW, C)
+    nc = triton.cdiv(C, bc)
+    rows = B * OH
+    per = triton.cdiv(rows, max(1, min(rows, programs // nc)))
+    n = triton.cdiv(rows, per)
+    part = torch.empty((n, K * K, C), device=x.device, dtype=torch.float32)
+    _bwd_w_kernel[(n, nc)](x, gy, part, H, W, C, OH, OW, rows, per, K=K, S=stride, BW=bw, BC=bc,
+                           num_warps=4)
+    gw = part.sum(0).t().contiguous().reshape(C, 1, K, K).to(weight.dtype)
+    return gx, gw

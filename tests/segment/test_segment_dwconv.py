@@ -1,0 +1,90 @@
+"""Depthwise convolution backends (segment.dwconv): the fused Triton kernels against F.conv2d."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import requires_triton
+
+from biorules.errors import InputError
+from segment import dwconv
+from segment.dwconv import depthwise_conv2d
+from segment.model import create_model
+
+
+@requires_triton
+def test_triton_kernels_match_conv2d_on_cpu_interpreter(triton_interpreted):
+    """Forward, ∂x and ∂w equal F.conv2d in float64 to fp32 accumulation (1e-6 relative), for
+    kernels 3, 5, 9, stride 1 and 2, odd sides and channel counts off the tile."""
+    for r in triton_interpreted("dwconv"):
+        assert r["shape_ok"], r
+        assert max(r["y"], r["dx"], r["dw"]) < 1e-6, r
+
+
+def test_torch_backend_is_f_conv2d_and_inputs_are_checked():
+    x = torch.randn(2, 6, 9, 7)
+    w = torch.randn(6, 1, 5, 5)
+    for s in (1, 2):
+        torch.testing.assert_close(depthwise_conv2d(x, w, s, backend="torch"), F.conv2d(x, w, None, s, 2, 1, 6),
+                                   rtol=0, atol=0)
+    assert depthwise_conv2d(x, w, 2).shape == (2, 6, 5, 4)
+    with pytest.raises(InputError, match="stride"):
+        depthwise_conv2d(x, w, 3)
+    with pytest.raises(InputError, match="odd kernel"):
+        depthwise_conv2d(x, torch.randn(6, 1, 4, 4))
+    with pytest.raises(InputError, match="odd kernel"):
+        depthwise_conv2d(x, torch.randn(5, 1, 5, 5))
+    with pytest.raises(InputError, match="backend"):
+        depthwise_conv2d(x, w, backend="cudnn")
+    assert dwconv.resolve_backend("auto", torch.device("cpu")) == "torch"
+
+
+def test_model_switches_every_depthwise_conv():
+    m = create_model("rwkv_unet_test", dwconv="torch")
+    convs = [c for c in m.modules() if getattr(c, "depthwise", False)]
+    assert len(convs) == 1 + 6 + 4  # stem, one per encoder block, one per decoder block
+    m.set_dwconv_backend("triton")
+    assert {c.dwconv for c in convs} == {"triton"}
+    with pytest.raises(InputError, match="backend"):
+        m.set_dwconv_backend("nope")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not dwconv.triton_available(), reason="needs CUDA and Triton")
+@pytest.mark.parametrize("B,C,H,W,K,S", [(2, 3, 64, 64, 5, 1), (2, 96, 33, 47, 5, 2), (4, 160, 16, 16, 9, 1),
+                                         (2, 1152, 8, 12, 5, 1), (2, 64, 128, 96, 9, 1), (1, 70, 17, 9, 3, 2)])
+def test_triton_matches_cudnn_on_gpu(B, C, H, W, K, S):
+    """Against cuDNN in float64: fp32 1e-5 relative (max abs over max abs), bf16 autocast 2e-2,
+    forward and both grads. (cuDNN in fp32 is no oracle: it may use TF32, ~1e-4 on ∂w.)"""
+    dev = torch.device("cuda")
+    g = torch.Generator(device=dev).manual_seed(C)
+    x = torch.randn(B, C, H, W, device=dev, generator=g).to(memory_format=torch.channels_last)
+    w = torch.randn(C, 1, K, K, device=dev, generator=g) / K
+    for amp, tol in ((False, 1e-5), (True, 2e-2)):
+        outs = []
+        for backend in ("triton", "torch"):
+            ref = backend == "torch" and not amp
+            a = [(t.double() if ref else t.clone()).requires_grad_() for t in (x, w)]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                y = depthwise_conv2d(*a, S, backend=backend)
+            gy = torch.randn(y.shape, device=dev, generator=torch.Generator(device=dev).manual_seed(1))
+            outs.append((y, *torch.autograd.grad(y, a, gy.to(y.dtype))))
+        for name, p, q in zip(("y", "dx", "dw"), *outs, strict=True):
+            assert p.shape == q.shape, name
+            err = float((p.float() - q.float()).abs().max() / q.float().abs().max())
+            assert err < tol, (name, amp, err)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not dwconv.triton_available(), reason="needs CUDA and Triton")
+def test_compiled_model_with_custom_ops_matches_eager_on_gpu():
+    """torch.compile(fullgraph=True) traces through segment::dwconv2d and segment::bi_wkv."""
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    m = create_model("rwkv_unet_test", num_classes=2).to(dev).eval()
+    x = torch.randn(2, 3, 64, 80, device=dev)
+    with torch.no_grad():
+        ref = m(x)
+        out = torch.compile(m, fullgraph=True)(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

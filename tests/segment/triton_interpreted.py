@@ -1,0 +1,92 @@
+"""Run the Triton kernels on the CPU through Triton's interpreter and print their errors as JSON.
+
+Usage (a subprocess of the tests): ``TRITON_INTERPRET=1 python tests/segment/triton_interpreted.py
+dwconv|wkv``. Each case compares the kernels with the float64 reference (``F.conv2d``; the
+``scan`` Bi-WKV) on small shapes chosen to hit every mask: odd sizes, channel counts that are
+not a multiple of the channel tile, stride 2, more chunks than one carry block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def _patch_interpreter() -> None:
+    """Triton 3.6's interpreter turns a 1-element array into an int with int(arr), which
+    NumPy ≥ 2.4 refuses; take the element instead."""
+    from triton.runtime import interpreter
+
+    orig = interpreter._patch_lang_tensor
+
+    def patched(tensor, scope):
+        orig(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patched
+
+
+def _rel(a, b) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12))
+
+
+def dwconv_cases() -> list[dict]:
+    import torch
+    import torch.nn.functional as F
+
+    from segment.dwconv import _dwconv2d
+
+    out = []
+    for B, C, H, W, K, S in [(2, 5, 9, 7, 5, 1), (2, 12, 9, 11, 5, 2), (1, 3, 8, 8, 9, 1), (2, 70, 6, 5, 3, 2)]:
+        g = torch.Generator().manual_seed(C + H)
+        x = torch.randn(B, C, H, W, generator=g, dtype=torch.float64).to(memory_format=torch.channels_last)
+        w = torch.randn(C, 1, K, K, generator=g, dtype=torch.float64)
+        a = [x.clone().requires_grad_(), w.clone().requires_grad_()]
+        b = [x.clone().requires_grad_(), w.clone().requires_grad_()]
+        y = _dwconv2d(*a, S)
+        yr = F.conv2d(*b, None, S, K // 2, 1, C)
+        gy = torch.randn(yr.shape, generator=g, dtype=torch.float64)
+        ga = torch.autograd.grad(y, a, gy)
+        gb = torch.autograd.grad(yr, b, gy)
+        out.append({"case": [B, C, H, W, K, S], "shape_ok": y.shape == yr.shape,
+                    "y": _rel(y, yr), "dx": _rel(ga[0], gb[0]), "dw": _rel(ga[1], gb[1])})
+    return out
+
+
+def wkv_cases() -> list[dict]:
+    import torch
+
+    import segment._wkv_triton as K
+    from segment._wkv_triton import wkv_triton
+    from segment.wkv import bi_wkv
+
+    out = []
+    for B, T, C, bt in [(2, 33, 5, 16), (1, 530, 3, 8), (2, 77, 40, 32)]:
+        g = torch.Generator().manual_seed(T)
+        w = torch.randn(C, generator=g) * 3 / T
+        u = torch.randn(C, generator=g) * 0.3
+        k = torch.randn(B, T, C, generator=g) * 3
+        v = torch.randn(B, T, C, generator=g)
+        gy = torch.randn(B, T, C, generator=g)
+        K.CHUNK_T = bt  # small chunks: several carry blocks at a small T
+        a = [x.clone().requires_grad_() for x in (w, u, k, v)]
+        b = [x.double().requires_grad_() for x in (w, u, k, v)]
+        ya = wkv_triton(*a)
+        yb = bi_wkv(*b, backend="scan")
+        ga = torch.autograd.grad(ya, a, gy)
+        gb = torch.autograd.grad(yb, b, gy.double())
+        r = {"case": [B, T, C, bt], "y": _rel(ya, yb)}
+        r.update({f"d{n}": _rel(x, y) for n, x, y in zip("wukv", ga, gb, strict=True)})
+        out.append(r)
+    return out
+
+
+if __name__ == "__main__":
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+    _patch_interpreter()
+    which = sys.argv[1]
+    print(json.dumps({"dwconv": dwconv_cases, "wkv": wkv_cases}[which]()))
