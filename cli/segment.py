@@ -49,6 +49,8 @@ DATASET_NAMES = "demo, glas, busi, kvasir, cvc-clinicdb, cvc-colondb, isic2017, 
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default="auto", show_default=True,
               help="bf16 autocast on CUDA (auto/bf16); never on CPU.")
 @click.option("--wkv", default="auto", show_default=True, help="Bi-WKV backend.")
+@click.option("--dwconv", type=click.Choice(["auto", "torch", "triton"]), default="auto", show_default=True,
+              help="Depthwise-conv backend: auto = fused Triton kernels on CUDA, torch (cuDNN) elsewhere.")
 @click.option("--drop-path", type=click.FloatRange(min=0, max=1), default=None, help="Drop-path rate [default: model's].")
 @click.option("--tta", is_flag=True, help="Flip test-time augmentation at test.")
 @click.option("--binary-softmax", is_flag=True, help="Binary data: two logits with softmax (default one, sigmoid).")

@@ -38,6 +38,7 @@ from segment.data import Dataset, DatasetInfo, Record, open_dataset, verify
 from segment.data import augment as A
 from segment.data.pipeline import EvalItem, TrainSet, eval_items, normalise
 from segment.data.splits import Split, make_splits
+from segment.dwconv import BACKENDS as DW_BACKENDS
 from segment.losses import LossWeights, ce_dice_loss
 
 #: per-dataset (epochs, batch) defaults (spec §11); the demo is sized for a CPU
@@ -79,6 +80,7 @@ class TrainConfig:
     clip_grad: float = 1.0
     amp: str = "auto"
     wkv: str = "auto"
+    dwconv: str = "auto"
     drop_path: float | None = None
     tta: bool = False
     binary_softmax: bool = False
@@ -99,6 +101,7 @@ class TrainConfig:
             (cfg.lr > 0, "--lr must be > 0"),
             (cfg.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (cfg.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}"),
+            (cfg.dwconv in DW_BACKENDS, f"--dwconv must be one of {', '.join(DW_BACKENDS)}"),
             (cfg.empty in M.POLICIES, f"--empty must be one of {', '.join(M.POLICIES)}"),
             (cfg.splits >= 1, "--splits must be >= 1"),
             (cfg.ce_weight >= 0 and cfg.dice_weight >= 0 and cfg.ce_weight + cfg.dice_weight > 0,
@@ -264,7 +267,7 @@ def build_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
     from segment.model import create_model
 
     return create_model(cfg.model, in_channels=info.in_channels, num_classes=n_logits(cfg, info), wkv=cfg.wkv,
-                        drop_path_rate=cfg.drop_path, ccm_drop_path=cfg.drop_path)
+                        dwconv=cfg.dwconv, drop_path_rate=cfg.drop_path, ccm_drop_path=cfg.drop_path)
 
 
 def n_logits(cfg: TrainConfig, info: DatasetInfo) -> int:
@@ -286,6 +289,11 @@ def model_meta(cfg: TrainConfig, info: DatasetInfo) -> dict:
             "num_classes": info.num_classes, "logits": n_logits(cfg, info), "class_names": list(info.class_names),
             "size": cfg.size,
             "mean": list(info.mean), "std": list(info.std), "wkv": cfg.wkv}
+
+
+def _memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA, where the depthwise kernels and cuDNN read NHWC natively; NCHW elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 def _autocast(device: torch.device, amp: str):
@@ -463,8 +471,10 @@ def _train(cfg: TrainConfig, out, resume: bool, overwrite: bool, progress: bool,
             old = R.open_results(out)
             if old.attrs.get("config") != attrs["config"]:
                 a, b = json.loads(old.attrs.get("config", "{}")), cfg.to_dict()
-                diff = sorted(k for k in b if a.get(k) != b[k])
-                raise InputError(f"--resume: {out} was made with other options ({', '.join(diff) or 'unknown'})")
+                defaults = TrainConfig().to_dict()  # options added since the store was made: their default
+                diff = sorted(k for k in b if a.get(k, defaults.get(k)) != b[k])
+                if diff or not a:
+                        raise InputError(f"--resume: {out} was made with other options ({', '.join(diff) or 'unknown'})")
         else:
             if out.exists():
                 shutil.rmtree(out)
@@ -493,7 +503,8 @@ def _train_split(cfg: TrainConfig, ds: Dataset, sp: Split, k: int, out: Path, ck
     info = ds.info
     last_path, best_path = ckdir / f"split{k}_last.pt", ckdir / f"split{k}_best.pt"
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, info).to(device)
+    fmt = _memory_format(device)
+    model = build_model(cfg, info).to(device, memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best_epoch, best_score = 1, -1, -math.inf
     if last_path.is_file():
@@ -529,8 +540,8 @@ def _train_split(cfg: TrainConfig, ds: Dataset, sp: Split, k: int, out: Path, ck
         params = A.sample_params(iters * gbatch, gen) if cfg.augment else None
         ddp_model.train()
         t0 = time.perf_counter()
-        loss_sum = 0.0
-        dstats = torch.zeros(3, fg, dtype=torch.float64)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # read once per epoch: no
+        dstats = torch.zeros(3, fg, dtype=torch.float64, device=device)  # per-step host sync
         bar = tqdm(range(iters), desc=f"{sp.name} epoch {epoch}/{cfg.epochs}", disable=not (progress and rank == 0),
                    leave=False, unit="it")
         for i in bar:
@@ -540,7 +551,7 @@ def _train_split(cfg: TrainConfig, ds: Dataset, sp: Split, k: int, out: Path, ck
             x, y = x.to(device), y.to(device)
             if params is not None:
                 x, y = A.apply(x, y, A.slice_params(params, slice(lo, lo + local)))
-            x = normalise(x, info.mean, info.std)
+            x = normalise(x, info.mean, info.std).contiguous(memory_format=fmt)
             lr = lr_at((epoch - 1) * iters + i, total, cfg.lr, cfg.schedule)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -552,16 +563,19 @@ def _train_split(cfg: TrainConfig, ds: Dataset, sp: Split, k: int, out: Path, ck
             if cfg.clip_grad > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             opt.step()
-            loss_sum += float(loss.detach())
+            loss_sum += loss.detach().double()
             with torch.no_grad():
                 pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
                 for c in range(1, fg + 1):
                     pc, gc = pred == c, y == c
-                    dstats[:, c - 1] += torch.stack([(pc & gc).sum(), pc.sum(), gc.sum()]).double().cpu()
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                    dstats[:, c - 1] += torch.stack([(pc & gc).sum(), pc.sum(), gc.sum()]).double()
+            if not bar.disable and (i % 10 == 9 or i == iters - 1):
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         bar.close()
         if size > 1:
             dist.all_reduce(dstats)
+        dstats = dstats.cpu()
+        loss_sum = float(loss_sum)
         elapsed = time.perf_counter() - t0
         if rank == 0:
             row = {
@@ -694,7 +708,7 @@ def model_from_checkpoint(path: str | Path, device: torch.device, wkv: str | Non
     model = create_model(str(meta["model"]), in_channels=int(meta["in_channels"]), num_classes=k,
                          wkv=wkv or str(meta.get("wkv", "auto")))
     load_state_strict(model, unwrap_state(ck), str(path))
-    return model.to(device).eval(), meta
+    return model.to(device, memory_format=_memory_format(device)).eval(), meta
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:

@@ -236,3 +236,24 @@ def test_binary_softmax_two_logits(tmp_path: Path) -> None:
     assert meta["logits"] == 2 and model.final_conv.out_channels == 2
     ev = E.evaluate_checkpoint(best, device="cpu")
     np.testing.assert_array_equal(ev["test_dice"].values, ds["test_dice"].values)
+
+
+def test_resume_accepts_a_store_made_before_an_option_existed(tmp_path: Path, run) -> None:
+    """A config key the store lacks (added later, e.g. ``dwconv``) counts as its default."""
+    import json
+    import shutil
+
+    import zarr
+
+    src, whole = run
+    out = tmp_path / "old.zarr"
+    shutil.copytree(src, out)
+    shutil.copytree(E.checkpoint_dir(src), E.checkpoint_dir(out))
+    group = zarr.open_group(str(out), mode="r+")
+    cfg = json.loads(group.attrs["config"])
+    del cfg["dwconv"]
+    group.attrs["config"] = json.dumps(cfg, sort_keys=True)
+    resumed = E.train(FAST, out, resume=True, command=["x"]).load()
+    assert float(resumed["test_dice"].mean()) == float(whole["test_dice"].mean())
+    with pytest.raises(InputError, match="other options \\(dwconv\\)"):
+        E.train(E.TrainConfig(**{**FAST.to_dict(), "dwconv": "triton"}), out, resume=True)
