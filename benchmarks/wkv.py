@@ -11,16 +11,25 @@ Run by hand: ``python benchmarks/wkv.py [--device cpu|cuda] [--out FILE.json]``.
   bandwidth; the floor is 8 fp32 tensors moved once (forward: read k, v, write y; backward:
   read k, v, ∂y, write ∂k, ∂v) at that bandwidth. The official CUDA kernel took 1.0 ms.
 
-Measured 2026-11-28 (GPU: one H200, torch 2.11, Triton 3.6; CPU: 2 shared cores, torch 2.13):
+Measured 2026-11-28 (GPU: one H200, torch 2.11, Triton 3.6; CPU: 2 shared cores, torch 2.13).
+Second session, after the chunk carries became blocked scans (one program per (b, channel
+block) scanning 64 chunk summaries at a time instead of one chunk per step):
 
     GPU, B=16 T=1024 C=576 fp32          fwd ms   bwd ms   fwd+bwd ms   × floor (0.073 ms)
-    triton chunked BT=16 BC=32 warps=2    0.254    0.429      0.683          9.4
-    triton chunked BT=32 BC=32 warps=4    0.323    0.614      0.937         12.9   (default)
-    triton sequential BT=16 BC=16 w=1     0.694    0.561      1.255         17.2   (first version)
-    scan (torch, autograd)                2.75       -        6.64          91
+    triton chunked BT=16 BC=32 warps=2    0.230    0.464      0.694          9.5   (default)
+    triton chunked BT=32 BC=16 warps=2    0.259    0.558      0.817         11.2
+    triton chunked BT=32 BC=32 warps=4    0.309    0.614      0.923         12.7
+    triton sequential BT=16 BC=16 w=1     0.693    0.562      1.255         17.2   (first version)
+    bi_wkv(triton), custom op + autograd  0.230      -        1.201         16.5
+    scan (torch, autograd)                2.84       -        6.94          95
     dense                                 out of memory (B·C·T² logits)
     official CUDA kernel (issue 5)                            1.0           13.7
-    copy bandwidth 4.15 TB/s; bi_wkv(triton) fwd+bwd peak 169 MiB, scan 760 MiB.
+    copy bandwidth 4.15 TB/s; bi_wkv(triton) fwd+bwd peak 234 MiB, scan 760 MiB.
+
+The blocked carry scan changed nothing measurable (0.683 ms before), so the chunk kernels
+themselves (two tile scans of 4- and 7-tuples per token, six shifted tile loads) bound the time,
+not the carry chain. The bi_wkv line includes the host's custom-op dispatch and autograd, which
+the GPU waits for at this size.
 
     CPU, B=1 C=576        scan fwd / fwd+bwd, peak      dense fwd / fwd+bwd, peak
     T=1 024               24 / 47 ms, 50 MiB             4.1 / 11.7 s, 4.6 / 6.9 GiB
