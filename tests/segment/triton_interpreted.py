@@ -41,18 +41,22 @@ def dwconv_cases() -> list[dict]:
     from segment.dwconv import _dwconv2d
 
     out = []
-    for B, C, H, W, K, S in [(2, 5, 9, 7, 5, 1), (2, 12, 9, 11, 5, 2), (1, 3, 8, 8, 9, 1), (2, 70, 6, 5, 3, 2)]:
+    cases = [(2, 5, 9, 7, 5, 1, "float64"), (2, 12, 9, 11, 5, 2, "float64"), (1, 3, 8, 8, 9, 1, "float64"),
+             (2, 70, 6, 5, 3, 2, "float64"), (2, 12, 9, 11, 5, 2, "bfloat16")]
+    for B, C, H, W, K, S, dtype in cases:
         g = torch.Generator().manual_seed(C + H)
         x = torch.randn(B, C, H, W, generator=g, dtype=torch.float64).to(memory_format=torch.channels_last)
         w = torch.randn(C, 1, K, K, generator=g, dtype=torch.float64)
-        a = [x.clone().requires_grad_(), w.clone().requires_grad_()]
+        dt = getattr(torch, dtype)
+        a = [x.to(dt).requires_grad_(), w.to(dt).requires_grad_()]
         b = [x.clone().requires_grad_(), w.clone().requires_grad_()]
         y = _dwconv2d(*a, S)
         yr = F.conv2d(*b, None, S, K // 2, 1, C)
         gy = torch.randn(yr.shape, generator=g, dtype=torch.float64)
-        ga = torch.autograd.grad(y, a, gy)
+        ga = torch.autograd.grad(y, a, gy.to(dt))
         gb = torch.autograd.grad(yr, b, gy)
-        out.append({"case": [B, C, H, W, K, S], "shape_ok": y.shape == yr.shape,
+        assert y.dtype == ga[0].dtype == ga[1].dtype == dt
+        out.append({"case": [B, C, H, W, K, S], "dtype": dtype, "shape_ok": y.shape == yr.shape,
                     "y": _rel(y, yr), "dx": _rel(ga[0], gb[0]), "dw": _rel(ga[1], gb[1])})
     return out
 
