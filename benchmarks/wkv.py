@@ -19,7 +19,7 @@ block) scanning 64 chunk summaries at a time instead of one chunk per step):
     triton chunked BT=16 BC=32 warps=2    0.230    0.464      0.694          9.5   (default)
     triton chunked BT=32 BC=16 warps=2    0.259    0.558      0.817         11.2
     triton chunked BT=32 BC=32 warps=4    0.309    0.614      0.923         12.7
-    triton sequential BT=16 BC=16 w=1     0.693    0.562      1.255         17.2   (first version)
+    triton sequential BT=16 BC=16 w=1     0.693    0.562      1.255         17.2   (first version, since removed)
     bi_wkv(triton), custom op + autograd  0.230      -        1.201         16.5
     scan (torch, autograd)                2.84       -        6.94          95
     dense                                 out of memory (B·C·T² logits)
@@ -137,8 +137,7 @@ def gpu_table(B=16, T=1024, C=576):
     w, u, k, v = _inputs(B, T, C, dev)
     g = torch.randn_like(k)
     rows = []
-    impls = [("sequential", K.wkv_forward_sequential, K.wkv_backward_sequential, [(16, 16, 1)]),
-             ("chunked", K.wkv_forward, K.wkv_backward,
+    impls = [("chunked", K.wkv_forward, K.wkv_backward,
               [(32, 32, 4), (64, 32, 4), (32, 16, 2), (16, 32, 2), (64, 16, 4), (32, 64, 4), (128, 32, 8)])]
     for impl, fwd_fn, bwd_fn, configs in impls:
         for bt, bc, nw in configs:

@@ -1,16 +1,17 @@
 """Fused Triton kernels for Bi-WKV (spec ``rwkv-unet.md`` §5.2c). Importing needs Triton.
 
-One program per (batch element, block of BC channels) walks T in tiles of BT tokens, twice:
-left to right, then right to left. Inside a tile the log-space state of §5.2d is built with an
-associative scan; tiles are chained through a per-channel carry. There is no compile-time T.
+T is cut into chunks of BT tokens; every (batch element, block of BC channels, chunk) is one
+program. Three launches per pass: chunk summaries, the per-channel carries across chunks (a
+blocked scan over the summaries), then the outputs, where each chunk scans its own tokens and
+joins the carries. The log-space state is that of §5.2d. There is no compile-time T.
 
 A segment of tokens is summarised, as seen from just after its last token, by
 (a, b, o, d): Σ e^{k_i − dist_i·w − o} (v_i, 1), the offset o and its log-decay d = −n·w.
 Joining X₁ then X₂: o₁' = o₁ + d₂, o = max(o₁', o₂), a = e^{o₁'−o} a₁ + e^{o₂−o} a₂, d = d₁ + d₂.
 Exclusive states (tokens i < t) come from scanning the token sequence shifted by one.
 
-Forward: the left pass stores yᴸ = aᴸ/bᴸ and lᴸ = oᴸ + log bᴸ in the output buffers; the right
-pass combines them with its own state and token t (q = u + k_t) into y_t and log Z_t.
+Forward: the left state (tokens i < t), the right state (i > t) and token t (q = u + k_t) give
+y_t and log Z_t, both kept for the backward pass.
 
 Backward (§5.1, with h_t = g_t/Z_t): the same two passes over keys −log Z_t and values g_t and
 g_t·y_t, plus first distance moments (m ← e^{d₂}(m₁ + n₂ a₁) + m₂), give
@@ -27,11 +28,7 @@ import triton.language as tl
 
 NEG = tl.constexpr(-1.0e30)  # offset of an empty segment (finite: exp(NEG − M) = 0 without NaN)
 
-#: tile of the sequential version: tokens × channels per program, warps
-BLOCK_T = 32
-BLOCK_C = 32
-NUM_WARPS = 4
-#: chunk-parallel version (the default): tokens per chunk, channels per program, warps
+#: tokens per chunk, channels per program, warps (the fastest measured on the H200)
 CHUNK_T = 16
 CHUNK_C = 32
 CHUNK_WARPS = 2
@@ -67,187 +64,6 @@ def _join_bwd(a1, c1, m1, n1, o1, d1, x1, a2, c2, m2, n2, o2, d2, x2):
 @triton.jit
 def _last_row(x, is_last):
     return tl.sum(tl.where(is_last, x, 0.0), axis=0)
-
-
-@triton.jit
-def _wkv_fwd_kernel(W, U, K, V, Y, LZ, T, C, n_tiles, BT: tl.constexpr, BC: tl.constexpr):
-    pid_b = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    cols = pid_c * BC + tl.arange(0, BC)
-    cmask = cols < C
-    w = tl.load(W + cols, mask=cmask, other=0.0)
-    u = tl.load(U + cols, mask=cmask, other=0.0)
-    rows = tl.arange(0, BT)
-    is_last = (rows == BT - 1)[:, None]
-    base = pid_b.to(tl.int64) * T * C
-    zero = tl.zeros([BT, BC], tl.float32)
-    ed = zero - w[None, :]
-
-    # left pass: state of tokens i < t, stored as (yL, lL)
-    ca = tl.zeros([BC], tl.float32)
-    cb = tl.zeros([BC], tl.float32)
-    co = tl.full([BC], NEG, tl.float32)
-    for it in range(0, n_tiles):
-        t = it * BT + rows
-        s = t - 1
-        m = ((s >= 0) & (t < T))[:, None] & cmask[None, :]
-        off = base + s[:, None] * C + cols[None, :]
-        kk = tl.load(K + off, mask=m, other=0.0)
-        vv = tl.load(V + off, mask=m, other=0.0)
-        sa, sb, so, sd = tl.associative_scan(
-            (tl.where(m, vv, 0.0), tl.where(m, 1.0, 0.0), tl.where(m, kk, NEG), ed), 0, _join_fwd
-        )
-        la, lb, lo, _ = _join_fwd(ca[None, :], cb[None, :], co[None, :], zero, sa, sb, so, sd)
-        tm = (t < T)[:, None] & cmask[None, :]
-        toff = base + t[:, None] * C + cols[None, :]
-        pos = lb > 0.0
-        lbs = tl.where(pos, lb, 1.0)
-        tl.store(Y + toff, tl.where(pos, la / lbs, 0.0), mask=tm)
-        tl.store(LZ + toff, tl.where(pos, lo + tl.log(lbs), NEG), mask=tm)
-        ca = _last_row(la, is_last)
-        cb = _last_row(lb, is_last)
-        co = _last_row(lo, is_last)
-    tl.debug_barrier()
-
-    # right pass: state of tokens i > t, combined with the left state and token t
-    ca = tl.zeros([BC], tl.float32)
-    cb = tl.zeros([BC], tl.float32)
-    co = tl.full([BC], NEG, tl.float32)
-    for it in range(0, n_tiles):
-        t = T - 1 - (it * BT + rows)
-        s = t + 1
-        m = ((t >= 0) & (s < T))[:, None] & cmask[None, :]
-        off = base + s[:, None] * C + cols[None, :]
-        kk = tl.load(K + off, mask=m, other=0.0)
-        vv = tl.load(V + off, mask=m, other=0.0)
-        sa, sb, so, sd = tl.associative_scan(
-            (tl.where(m, vv, 0.0), tl.where(m, 1.0, 0.0), tl.where(m, kk, NEG), ed), 0, _join_fwd
-        )
-        ra, rb, ro, _ = _join_fwd(ca[None, :], cb[None, :], co[None, :], zero, sa, sb, so, sd)
-        ca = _last_row(ra, is_last)
-        cb = _last_row(rb, is_last)
-        co = _last_row(ro, is_last)
-        tm = (t >= 0)[:, None] & cmask[None, :]
-        toff = base + t[:, None] * C + cols[None, :]
-        kt = tl.load(K + toff, mask=tm, other=0.0)
-        vt = tl.load(V + toff, mask=tm, other=0.0)
-        yl = tl.load(Y + toff, mask=tm, other=0.0)
-        ll = tl.load(LZ + toff, mask=tm, other=NEG)
-        pos = rb > 0.0
-        rbs = tl.where(pos, rb, 1.0)
-        yr = tl.where(pos, ra / rbs, 0.0)
-        lr = tl.where(pos, ro + tl.log(rbs), NEG)
-        q = u[None, :] + kt
-        M = tl.maximum(tl.maximum(ll, lr), q)
-        fl = tl.exp(ll - M)
-        fr = tl.exp(lr - M)
-        fq = tl.exp(q - M)
-        den = fl + fr + fq
-        tl.store(Y + toff, (fl * yl + fr * yr + fq * vt) / den, mask=tm)
-        tl.store(LZ + toff, M + tl.log(den), mask=tm)
-
-
-@triton.jit
-def _wkv_bwd_kernel(W, U, K, V, Y, LZ, G, GK, GV, GW, GU, T, C, n_tiles, BT: tl.constexpr, BC: tl.constexpr):
-    pid_b = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    cols = pid_c * BC + tl.arange(0, BC)
-    cmask = cols < C
-    w = tl.load(W + cols, mask=cmask, other=0.0)
-    u = tl.load(U + cols, mask=cmask, other=0.0)
-    rows = tl.arange(0, BT)
-    is_last = (rows == BT - 1)[:, None]
-    base = pid_b.to(tl.int64) * T * C
-    zero = tl.zeros([BT, BC], tl.float32)
-    ed = zero - w[None, :]
-    one = zero + 1.0
-    gw_acc = tl.zeros([BC], tl.float32)
-    gu_acc = tl.zeros([BC], tl.float32)
-
-    # left pass: Σ_{t<i} over keys −log Z_t; partial ∂v and Σ P g y stored in GV and GK
-    ca = tl.zeros([BC], tl.float32)
-    cc = tl.zeros([BC], tl.float32)
-    cm = tl.zeros([BC], tl.float32)
-    cn = tl.zeros([BC], tl.float32)
-    co = tl.full([BC], NEG, tl.float32)
-    cx = tl.zeros([BC], tl.float32)
-    for it in range(0, n_tiles):
-        t = it * BT + rows
-        s = t - 1
-        m = ((s >= 0) & (t < T))[:, None] & cmask[None, :]
-        off = base + s[:, None] * C + cols[None, :]
-        gs = tl.load(G + off, mask=m, other=0.0)
-        ys = tl.load(Y + off, mask=m, other=0.0)
-        lzs = tl.load(LZ + off, mask=m, other=0.0)
-        sa, sc, sm, sn, so, sd, sx = tl.associative_scan(
-            (gs, gs * ys, zero, zero, tl.where(m, -lzs, NEG), ed, one), 0, _join_bwd
-        )
-        la, lc, lm, ln, lo, _, _ = _join_bwd(
-            ca[None, :], cc[None, :], cm[None, :], cn[None, :], co[None, :], zero, cx[None, :],
-            sa, sc, sm, sn, so, sd, sx,
-        )
-        ca = _last_row(la, is_last)
-        cc = _last_row(lc, is_last)
-        cm = _last_row(lm, is_last)
-        cn = _last_row(ln, is_last)
-        co = _last_row(lo, is_last)
-        cx = cx + BT
-        tm = (t < T)[:, None] & cmask[None, :]
-        toff = base + t[:, None] * C + cols[None, :]
-        kt = tl.load(K + toff, mask=tm, other=0.0)
-        vt = tl.load(V + toff, mask=tm, other=0.0)
-        e = tl.where(tm, tl.exp(kt + lo), 0.0)
-        tl.store(GV + toff, e * la, mask=tm)
-        tl.store(GK + toff, e * lc, mask=tm)
-        gw_acc += tl.sum(e * (vt * lm - ln), axis=0)
-    tl.debug_barrier()
-
-    ca = tl.zeros([BC], tl.float32)
-    cc = tl.zeros([BC], tl.float32)
-    cm = tl.zeros([BC], tl.float32)
-    cn = tl.zeros([BC], tl.float32)
-    co = tl.full([BC], NEG, tl.float32)
-    cx = tl.zeros([BC], tl.float32)
-    for it in range(0, n_tiles):
-        t = T - 1 - (it * BT + rows)
-        s = t + 1
-        m = ((t >= 0) & (s < T))[:, None] & cmask[None, :]
-        off = base + s[:, None] * C + cols[None, :]
-        gs = tl.load(G + off, mask=m, other=0.0)
-        ys = tl.load(Y + off, mask=m, other=0.0)
-        lzs = tl.load(LZ + off, mask=m, other=0.0)
-        sa, sc, sm, sn, so, sd, sx = tl.associative_scan(
-            (gs, gs * ys, zero, zero, tl.where(m, -lzs, NEG), ed, one), 0, _join_bwd
-        )
-        ra, rc, rm, rn, ro, _, _ = _join_bwd(
-            ca[None, :], cc[None, :], cm[None, :], cn[None, :], co[None, :], zero, cx[None, :],
-            sa, sc, sm, sn, so, sd, sx,
-        )
-        ca = _last_row(ra, is_last)
-        cc = _last_row(rc, is_last)
-        cm = _last_row(rm, is_last)
-        cn = _last_row(rn, is_last)
-        co = _last_row(ro, is_last)
-        cx = cx + BT
-        tm = (t >= 0)[:, None] & cmask[None, :]
-        toff = base + t[:, None] * C + cols[None, :]
-        kt = tl.load(K + toff, mask=tm, other=0.0)
-        vt = tl.load(V + toff, mask=tm, other=0.0)
-        gt = tl.load(G + toff, mask=tm, other=0.0)
-        yt = tl.load(Y + toff, mask=tm, other=0.0)
-        lzt = tl.load(LZ + toff, mask=tm, other=0.0)
-        gvl = tl.load(GV + toff, mask=tm, other=0.0)
-        gcl = tl.load(GK + toff, mask=tm, other=0.0)
-        e = tl.where(tm, tl.exp(kt + ro), 0.0)
-        p_self = tl.where(tm, tl.exp(u[None, :] + kt - lzt), 0.0)
-        gv = gvl + e * ra + p_self * gt
-        gc = gcl + e * rc + p_self * gt * yt
-        tl.store(GV + toff, gv, mask=tm)
-        tl.store(GK + toff, vt * gv - gc, mask=tm)
-        gw_acc += tl.sum(e * (vt * rm - rn), axis=0)
-        gu_acc += tl.sum(p_self * gt * (vt - yt), axis=0)
-    tl.store(GW + pid_b * C + cols, -gw_acc, mask=cmask)
-    tl.store(GU + pid_b * C + cols, gu_acc, mask=cmask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,30 +386,6 @@ def _carry_block(nch: int) -> int:
 
 def _grid(B: int, C: int, bc: int) -> tuple[int, int]:
     return (B, triton.cdiv(C, bc))
-
-
-def wkv_forward_sequential(w, u, k, v, bt: int = BLOCK_T, bc: int = BLOCK_C, num_warps: int = NUM_WARPS):
-    """First version: one program per (b, channel block) walking all tiles; returns (y, log Z)."""
-    B, T, C = k.shape
-    y = torch.empty_like(k)
-    lz = torch.empty_like(k)
-    _wkv_fwd_kernel[_grid(B, C, bc)](w, u, k, v, y, lz, T, C, triton.cdiv(T, bt), BT=bt, BC=bc,
-                                      num_warps=num_warps)
-    return y, lz
-
-
-def wkv_backward_sequential(w, u, k, v, y, lz, g, bt: int = BLOCK_T, bc: int = BLOCK_C,
-                            num_warps: int = NUM_WARPS):
-    """First version of the backward pass; returns (∂w, ∂u, ∂k, ∂v)."""
-    B, T, C = k.shape
-    gk = torch.empty_like(k)
-    gv = torch.empty_like(k)
-    gw = torch.empty((B, C), device=k.device, dtype=torch.float32)
-    gu = torch.empty((B, C), device=k.device, dtype=torch.float32)
-    _wkv_bwd_kernel[_grid(B, C, bc)](
-        w, u, k, v, y, lz, g, gk, gv, gw, gu, T, C, triton.cdiv(T, bt), BT=bt, BC=bc, num_warps=num_warps
-    )
-    return gw.sum(0), gu.sum(0), gk, gv
 
 
 def wkv_forward(w, u, k, v, bt: int | None = None, bc: int | None = None, num_warps: int | None = None):

@@ -178,23 +178,6 @@ def test_triton_matches_scan_on_gpu(B, T, C, w_scale, tol32):
             assert err / ref < tol, (name, dtype, err / ref)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not wkv.triton_available(), reason="needs CUDA and Triton")
-def test_triton_sequential_kernels_match_chunked_on_gpu():
-    """The first (sequential-tile) kernels, kept for the benchmark, agree with the default ones."""
-    from segment import _wkv_triton as K
-
-    w, u, k, v = (x.cuda().contiguous() for x in _inputs(2, 300, 40, w_scale=0.2, seed=1, k_max=10.0))
-    y1, lz1 = K.wkv_forward(w, u, k, v)
-    y2, lz2 = K.wkv_forward_sequential(w, u, k, v)
-    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-4)
-    g = torch.randn_like(y1)
-    for a, b in zip(K.wkv_backward(w, u, k, v, y1, lz1, g), K.wkv_backward_sequential(w, u, k, v, y2, lz2, g),
-                    strict=True):
-        # ∂w, ∂u are sums over B·T terms with cancellation: compare norm-wise, as in §5.2c
-        assert float((a - b).norm() / b.norm()) < 2e-4
-
-
 @requires_triton
 def test_triton_kernels_match_scan_on_cpu_interpreter(triton_interpreted):
     """The fused forward and backward (custom op, autograd) equal float64 scan to 2e-5 relative,
