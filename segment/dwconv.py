@@ -20,28 +20,20 @@ import torch
 import torch.nn.functional as F
 
 from biorules.errors import InputError
+from segment.backends import resolve, triton_kernels_available
 
 BACKENDS = ("auto", "torch", "triton")
 
 
 def triton_available() -> bool:
     """True when the Triton kernels can be imported and CUDA is present."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        from segment import _dwconv_triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return triton_kernels_available("_dwconv_triton")
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """Map ``auto`` to a concrete backend for tensors on ``device``; validate the name."""
-    if backend not in BACKENDS:
-        raise InputError(f"unknown depthwise-conv backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if backend == "auto":
-        return "triton" if device.type == "cuda" and triton_available() else "torch"
-    return backend
+    return resolve(backend, device, choices=BACKENDS, fallback="torch", what="depthwise-conv",
+                   module="_dwconv_triton")
 
 
 def _out_shape(x: torch.Tensor, stride: int) -> tuple[int, int, int, int]:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from biorules.errors import InputError
+from segment.backends import resolve, triton_kernels_available
 
 BACKENDS = ("auto", "dense", "scan", "recurrent", "triton")
 
@@ -39,22 +40,12 @@ CHUNK_DECAY = 20.0
 
 def triton_available() -> bool:
     """True when the fused Triton kernels can be imported (Triton installed, CUDA present)."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        from segment import _wkv_triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return triton_kernels_available("_wkv_triton")
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """Map ``auto`` to a concrete backend for tensors on ``device``; validate the name."""
-    if backend not in BACKENDS:
-        raise InputError(f"unknown Bi-WKV backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if backend == "auto":
-        return "triton" if device.type == "cuda" and triton_available() else "scan"
-    return backend
+    return resolve(backend, device, choices=BACKENDS, fallback="scan", what="Bi-WKV", module="_wkv_triton")
 
 
 def bi_wkv(
