@@ -23,6 +23,18 @@ def test_triton_kernels_match_conv2d_on_cpu_interpreter(triton_interpreted):
         assert max(r["y"], r["dx"], r["dw"]) < (1e-6 if r["dtype"] == "float64" else 1e-2), r
 
 
+@requires_triton
+def test_custom_ops_pass_opcheck(triton_interpreted):
+    """segment::dwconv2d, segment::bi_wkv and their backward ops: schema, autograd registration,
+    fake outputs matching the real kernels' (a ∂w stride mismatch once broke torch.compile)."""
+    rows = triton_interpreted("opcheck")
+    assert [r["op"] for r in rows] == ["dwconv2d", "dwconv2d_backward", "bi_wkv", "bi_wkv_backward"]
+    for r in rows:
+        assert {k: v for k, v in r.items() if k != "op"} == {
+            "test_schema": "SUCCESS", "test_autograd_registration": "SUCCESS", "test_faketensor": "SUCCESS",
+            "test_aot_dispatch_dynamic": "SUCCESS"}, r
+
+
 def test_torch_backend_is_f_conv2d_and_inputs_are_checked():
     x = torch.randn(2, 6, 9, 7)
     w = torch.randn(6, 1, 5, 5)

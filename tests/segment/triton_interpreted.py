@@ -1,7 +1,7 @@
 """Run the Triton kernels on the CPU through Triton's interpreter and print their errors as JSON.
 
 Usage (a subprocess of the tests): ``TRITON_INTERPRET=1 python tests/segment/triton_interpreted.py
-dwconv|wkv``. Each case compares the kernels with the float64 reference (``F.conv2d``; the
+dwconv|wkv|opcheck``. Each case compares the kernels with the float64 reference (``F.conv2d``; the
 ``scan`` Bi-WKV) on small shapes chosen to hit every mask: odd sizes, channel counts that are
 not a multiple of the channel tile, stride 2, more chunks than one carry block.
 """
@@ -89,8 +89,34 @@ def wkv_cases() -> list[dict]:
     return out
 
 
+def opcheck_cases() -> list[dict]:
+    """``torch.library.opcheck`` of the four custom ops: schema, autograd registration, and fake
+    (meta) outputs equal to the real ones in shape, dtype and strides, as torch.compile needs."""
+    import torch
+
+    import segment._wkv_triton  # noqa: F401 (registers segment::bi_wkv*)
+    import segment.dwconv  # noqa: F401 (registers segment::dwconv2d*)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 7, 9, generator=g).to(memory_format=torch.channels_last)
+    w = torch.randn(6, 1, 5, 5, generator=g)
+    gy = torch.randn(2, 6, 4, 5, generator=g).to(memory_format=torch.channels_last)
+    B, T, C = 2, 20, 5
+    wkv = [torch.randn(C, generator=g) / T, torch.randn(C, generator=g) / T,
+           torch.randn(B, T, C, generator=g), torch.randn(B, T, C, generator=g)]
+    y, lz = torch.ops.segment.bi_wkv(*wkv)
+    ops = {
+        "dwconv2d": (x.clone().requires_grad_(), w.clone().requires_grad_(), 2),
+        "dwconv2d_backward": (gy, x, w, 2),
+        "bi_wkv": tuple(t.clone().requires_grad_() for t in wkv),
+        "bi_wkv_backward": (*wkv, y, lz, torch.randn(B, T, C, generator=g)),
+    }
+    return [{"op": name, **torch.library.opcheck(getattr(torch.ops.segment, name).default, args)}
+            for name, args in ops.items()]
+
+
 if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
     _patch_interpreter()
     which = sys.argv[1]
-    print(json.dumps({"dwconv": dwconv_cases, "wkv": wkv_cases}[which]()))
+    print(json.dumps({"dwconv": dwconv_cases, "wkv": wkv_cases, "opcheck": opcheck_cases}[which]()))
