@@ -1,6 +1,8 @@
-"""Depthwise K×K convolution, 'same' padding, stride 1 or 2: the ``conv_local`` of every block.
+"""Depthwise K×K convolution, 'same' padding, stride 1 or 2: the ``conv_local`` of every block
+(spec ``rwkv-unet.md`` §3: 5×5 in the encoder; §7: 9×9 in the decoder).
 
-y[b, c] = x[b, c] ⋆ w[c] with padding K//2 and no bias, as ``F.conv2d(..., groups=C)``.
+y[b, c, h, x] = Σ_{i,j} x[b, c, h·s − p + i, x·s − p + j] · w[c, i, j], p = K // 2, no bias: the
+reference is ``F.conv2d(..., groups=C)``.
 
 Backends (``depthwise_conv2d(..., backend=name)``):
 
