@@ -8,6 +8,9 @@ weights are contiguous. With OH = ⌊(H−1)/s⌋ + 1:
     ∂x[b, h, x, c]   = Σ_{i,j} ∂y[b, (h + p − i)/s, (x + p − j)/s, c] · w[c, i, j]   (integer quotients)
     ∂w[c, i, j]      = Σ_{b,oh,ow} ∂y[b, oh, ow, c] · x[b, oh·s − p + i, ow·s − p + j, c]
 
+Row validity is computed per pixel (``+ 0 * cols``) rather than as a scalar: Triton 3.9's
+interpreter refuses a mask that ANDs a scalar with a block; the compiler folds the zero.
+
 One program of the forward and input-gradient kernels owns one output row segment of BW
 pixels × BC channels and walks the K² taps, accumulating in fp32. The weight gradient is
 reduced per program over a run of rows into a (programs, K², C) fp32 buffer, summed on the host
@@ -36,7 +39,7 @@ def _fwd_kernel(X, WT, Y, H, W, C, OH, OW, K: tl.constexpr, S: tl.constexpr, BW:
     iw0 = ow * S - P
     acc = tl.zeros([BW, BC], tl.float32)
     for i in tl.static_range(K):
-        ih = oh * S - P + i
+        ih = oh * S - P + i + 0 * ow  # per pixel: masks never mix a scalar with a block (see below)
         rv = (ih >= 0) & (ih < H)
         for j in tl.static_range(K):
             iw = iw0 + j
@@ -62,7 +65,7 @@ def _bwd_x_kernel(GY, WT, GX, H, W, C, OH, OW, K: tl.constexpr, S: tl.constexpr,
     gb = GY + b.to(tl.int64) * OH * OW * C
     acc = tl.zeros([BW, BC], tl.float32)
     for i in tl.static_range(K):
-        ohs = ih + P - i  # = oh·s
+        ohs = ih + P - i + 0 * iw  # = oh·s, per pixel
         oh = ohs // S
         rv = (ohs >= 0) & (oh < OH)
         if S > 1:
@@ -98,16 +101,16 @@ def _bwd_w_kernel(X, GY, PART, H, W, C, OH, OW, ROWS, ROWS_PER, K: tl.constexpr,
             r = r0 + rr
             b = r // OH
             oh = r % OH
-            ih = oh * S - P + i
-            rv = (ih >= 0) & (ih < H) & (r < ROWS)
-            xb = X + b * H * W * C + ih * W * C
+            ih = oh * S - P + i + 0 * cols  # per pixel
+            rv = (ih >= 0) & (ih < H) & (r + 0 * cols < ROWS)
+            xb = X + b * H * W * C
             gb = GY + r * OW * C
             for cb in range(0, OW, BW):
                 ow = cb + cols
                 owm = ow < OW
                 iw = ow * S - P + j
                 m = (rv & (iw >= 0) & (iw < W) & owm)[:, None] & cm[None, :]
-                xv = tl.load(xb + iw[:, None] * C + c[None, :], mask=m, other=0.0)
+                xv = tl.load(xb + (ih * W + iw)[:, None] * C + c[None, :], mask=m, other=0.0)
                 gv = tl.load(gb + ow[:, None] * C + c[None, :], mask=m, other=0.0)
                 acc += xv.to(tl.float32) * gv.to(tl.float32)
         tl.store(PART + (pid * K * K + t) * C + c, tl.sum(acc, axis=0), mask=cm)

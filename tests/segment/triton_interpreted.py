@@ -17,10 +17,12 @@ import numpy as np
 
 def _patch_interpreter() -> None:
     """Triton 3.6's interpreter turns a 1-element array into an int with int(arr), which
-    NumPy ≥ 2.4 refuses; take the element instead."""
+    NumPy ≥ 2.4 refuses; take the element instead (a no-op where the hook does not exist)."""
     from triton.runtime import interpreter
 
-    orig = interpreter._patch_lang_tensor
+    orig = getattr(interpreter, "_patch_lang_tensor", None)
+    if orig is None:  # another Triton release: nothing to mend
+        return
 
     def patched(tensor, scope):
         orig(tensor, scope)
