@@ -37,6 +37,10 @@ def _bars(obj: Context) -> bool:
     return obj.progress and sys.stderr.isatty()
 
 
+WINDOW_HELP = ("Sliding window at the image's own resolution: training-size tiles overlapping by half, "
+               "Gaussian weights (sigma = tile/8); default: the whole image resized to the training size.")
+
+
 def run_train(obj: Context, options: dict) -> None:
     """Build the config from the group options, train, print the summary."""
     from tqdm.auto import tqdm
@@ -71,16 +75,19 @@ def run_train(obj: Context, options: dict) -> None:
 @click.option("--input", "input_dir", required=True, help="Folder of images to segment.")
 @click.option("--out", "out_dir", required=True, help="Folder for NAME_mask.png and NAME_overlay.png.")
 @click.option("--tta", is_flag=True, help="Average over the 4 flips.")
-@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Images per forward pass.")
+@click.option("--window", is_flag=True, help=WINDOW_HELP)
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Images (with --window: tiles) per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @quiet_option
 @pass_context
-def predict(obj: Context, checkpoint: str, input_dir: str, out_dir: str, tta: bool, batch: int, device: str) -> None:
+def predict(obj: Context, checkpoint: str, input_dir: str, out_dir: str, tta: bool, window: bool, batch: int,
+            device: str) -> None:
     """Segment a folder of images with a trained checkpoint (PNG masks and overlays)."""
     from segment.engine import predict_folder
 
     written = predict_folder(checkpoint, input_dir, out_dir, tta=tta, device=device, batch=batch,
-                             progress=_bars(obj))
+                             progress=_bars(obj), window=window)
     obj.echo(f"wrote {len(written) // 2} masks and overlays to {out_dir}")
     obj.emit_json({"out": out_dir, "files": [str(p) for p in written]})
 
@@ -93,6 +100,7 @@ def predict(obj: Context, checkpoint: str, input_dir: str, out_dir: str, tta: bo
               help="Which split's test part to evaluate.")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the random split.")
 @click.option("--tta", is_flag=True, help="Average over the 4 flips.")
+@click.option("--window", is_flag=True, help=WINDOW_HELP)
 @click.option("--empty", type=click.Choice(["strict", "transunet"]), default="strict", show_default=True,
               help="Empty-mask convention.")
 @click.option("--min-area", type=click.IntRange(min=0), default=0, show_default=True,
@@ -103,13 +111,14 @@ def predict(obj: Context, checkpoint: str, input_dir: str, out_dir: str, tta: bo
 @quiet_option
 @pass_context
 def evaluate(obj: Context, checkpoint: str, dataset: str | None, data_dir: str | None, split: str, split_seed: int,
-             tta: bool, empty: str, min_area: int, device: str, out: str | None, overwrite: bool) -> None:
+             tta: bool, window: bool, empty: str, min_area: int, device: str, out: str | None,
+             overwrite: bool) -> None:
     """Test a checkpoint on a dataset's test split: Dice, IoU, HD95 (and GlaS object metrics)."""
     from segment.engine import evaluate_checkpoint, summarize
 
     ds = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, split=split, split_seed=split_seed,
                              tta=tta, empty=empty, min_area=min_area, device=device, out=out, overwrite=overwrite,
-                             progress=_bars(obj), command=sys.argv)
+                             progress=_bars(obj), command=sys.argv, window=window)
     summary = summarize(ds)
     for line in summary_lines(summary):
         obj.echo(line)

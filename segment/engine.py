@@ -320,6 +320,29 @@ def predict_probs(model: nn.Module, images: torch.Tensor, tta: bool = False, amp
     return acc / len(flips)
 
 
+#: sliding window (spec §14, as nnU-Net): tiles overlap by half, Gaussian weights σ = tile/8
+WINDOW_OVERLAP = 0.5
+WINDOW_SIGMA = 0.125
+
+
+@torch.no_grad()
+def predict_window(model: nn.Module, image: torch.Tensor, tile: int, *, tta: bool = False, amp: str = "auto",
+                   batch: int = 4) -> torch.Tensor:
+    """Class probabilities (1, K, H, W) of one normalised image (1, C, H, W) at its own resolution.
+
+    Tiles of tile × tile (the training size) step by tile/2; each tile's probabilities
+    (``predict_probs``, so flips too with ``tta``) are averaged with Gaussian weights of
+    σ = tile/8 centred on the tile; images smaller than a tile are padded. MONAI's
+    ``sliding_window_inference`` does the tiling and the weighting.
+    """
+    from monai.inferers import sliding_window_inference
+
+    out = sliding_window_inference(image, roi_size=(tile, tile), sw_batch_size=batch,
+                                   predictor=lambda t: predict_probs(model, t, tta, amp), overlap=WINDOW_OVERLAP,
+                                   mode="gaussian", sigma_scale=WINDOW_SIGMA)
+    return torch.as_tensor(out)
+
+
 def probs_to_labels(p: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
     """(K, h, w) probabilities -> (H, W) class ids at ``shape`` (bilinear, threshold 0.5 / argmax)."""
     if tuple(p.shape[-2:]) != tuple(shape):
@@ -330,10 +353,17 @@ def probs_to_labels(p: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
 
 
 def predict_items(model: nn.Module, items: list[EvalItem], info: DatasetInfo, device: torch.device, batch: int = 8,
-                  tta: bool = False, amp: str = "auto") -> list[np.ndarray]:
-    """Label maps at original resolution for evaluation items."""
+                  tta: bool = False, amp: str = "auto", window: int | None = None) -> list[np.ndarray]:
+    """Label maps at original resolution for evaluation items; with ``window`` (the tile side) the
+    items hold images at their own resolution and each is predicted by sliding window."""
     model.eval()
     out: list[np.ndarray] = []
+    if window:
+        for it in items:
+            x = normalise(it.image[None].to(device), info.mean, info.std)
+            out.append(probs_to_labels(predict_window(model, x, window, tta=tta, amp=amp, batch=batch)[0],
+                                       it.mask.shape))
+        return out
     for i in range(0, len(items), batch):
         chunk = items[i:i + batch]
         x = normalise(torch.stack([it.image for it in chunk]).to(device), info.mean, info.std)
@@ -356,10 +386,11 @@ class EvalResult:
 
 def evaluate_items(model: nn.Module, items: list[EvalItem], info: DatasetInfo, device: torch.device, *,
                    batch: int = 8, tta: bool = False, amp: str = "auto", empty: str = "strict",
-                   with_hd95: bool = True, with_objects: bool = True, min_area: int = 0) -> EvalResult:
+                   with_hd95: bool = True, with_objects: bool = True, min_area: int = 0,
+                   window: int | None = None) -> EvalResult:
     """Dice/IoU/HD95 per foreground class per image (per volume for 3-D data), plus GlaS object
     metrics per part when the data has instance labels."""
-    preds = predict_items(model, items, info, device, batch, tta, amp)
+    preds = predict_items(model, items, info, device, batch, tta, amp, window)
     units: dict[str, list[int]] = {}
     for k, it in enumerate(items):
         units.setdefault(it.record.volume or it.record.id, []).append(k)
@@ -721,14 +752,15 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.nd
 
 
 def predict_folder(checkpoint: str | Path, input_dir: str | Path, out_dir: str | Path, *, tta: bool = False,
-                   device: str = "auto", batch: int = 4, progress: bool = False) -> list[Path]:
+                   device: str = "auto", batch: int = 4, progress: bool = False, window: bool = False) -> list[Path]:
     """Segment every image in ``input_dir``; write ``NAME_mask.png`` (0/255 for binary, class ids
-    otherwise) and ``NAME_overlay.png`` into ``out_dir``. Returns the written paths."""
+    otherwise) and ``NAME_overlay.png`` into ``out_dir``. Returns the written paths. ``window``:
+    sliding window at each image's own resolution (``predict_window``) instead of resizing."""
     from PIL import Image
     from tqdm.auto import tqdm
 
     from segment.data.base import read_image
-    from segment.data.pipeline import resize_image
+    from segment.data.pipeline import image_tensor, resize_image
 
     dev = resolve_device(device)
     model, meta = model_from_checkpoint(checkpoint, dev)
@@ -746,10 +778,15 @@ def predict_folder(checkpoint: str | Path, input_dir: str | Path, out_dir: str |
     dst.mkdir(parents=True, exist_ok=True)
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
     written = []
-    for i in tqdm(range(0, len(files), batch), desc="predict", disable=not progress, leave=False):
-        chunk = images[i:i + batch]
-        x = normalise(torch.stack([resize_image(im, size) for im in chunk]).to(dev), mean, std)
-        probs = predict_probs(model, x, tta)
+    step = 1 if window else batch
+    for i in tqdm(range(0, len(files), step), desc="predict", disable=not progress, leave=False):
+        chunk = images[i:i + step]
+        if window:
+            x = normalise(image_tensor(chunk[0])[None].to(dev), mean, std)
+            probs = predict_window(model, x, size, tta=tta, batch=batch)
+        else:
+            x = normalise(torch.stack([resize_image(im, size) for im in chunk]).to(dev), mean, std)
+            probs = predict_probs(model, x, tta)
         for j, im in enumerate(chunk):
             lab = probs_to_labels(probs[j], im.shape[:2])
             stem = files[i + j].stem
@@ -763,9 +800,11 @@ def predict_folder(checkpoint: str | Path, input_dir: str | Path, out_dir: str |
 def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
                         split: str = "auto", split_seed: int = 0, tta: bool = False, empty: str = "strict",
                         min_area: int = 0, device: str = "auto", batch: int = 8, out: str | Path | None = None,
-                        overwrite: bool = False, progress: bool = False, command: Sequence[str] | None = None):
+                        overwrite: bool = False, progress: bool = False, command: Sequence[str] | None = None,
+                        window: bool = False):
     """Test a checkpoint on a dataset's test split; per-image metrics as an xarray Dataset
-    (written to ``out`` when given)."""
+    (written to ``out`` when given). ``window``: sliding window at each image's own resolution
+    (``predict_window``) instead of the whole image resized to the training size."""
     import xarray as xr
 
     if empty not in M.POLICIES:
@@ -784,11 +823,13 @@ def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None = None, d
         raise InputError(f"--checkpoint {checkpoint}: trained on {meta['dataset']} "
                          f"({meta['in_channels']} channels, {meta['num_classes']} classes), does not fit {name}")
     sp = make_splits(ds, split, split_seed, 1)[0]
-    items = eval_items(ds, _select(ds.records, sp.test), int(meta["size"]))
-    ev = evaluate_items(model, items, ds.info, dev, batch=batch, tta=tta, empty=empty, min_area=min_area)
+    size = int(meta["size"])
+    items = eval_items(ds, _select(ds.records, sp.test), size, native=window)
+    ev = evaluate_items(model, items, ds.info, dev, batch=batch, tta=tta, empty=empty, min_area=min_area,
+                        window=size if window else None)
     images, parts = _test_units(ds, [sp])
     cfg = {"checkpoint": str(checkpoint), "dataset": name, "data_dir": data_dir, "split": split,
-           "split_seed": split_seed, "tta": tta, "empty": empty, "min_area": min_area, "size": int(meta["size"]),
+           "split_seed": split_seed, "tta": tta, "window": window, "empty": empty, "min_area": min_area, "size": size,
            "model": str(meta["model"])}
     tparts = sorted(set(parts)) if ds.info.instances else None
     tmpl = R.template(split_names=[sp.name], split_seeds=[sp.seed], epochs=0, classes=list(ds.info.class_names),

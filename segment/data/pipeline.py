@@ -16,9 +16,14 @@ import torch.nn.functional as F
 from segment.data import Dataset, Record
 
 
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """float32 (H, W, C) -> (C, H, W), no resampling."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
 def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
     """float32 (H, W, C) -> (C, size, size) bilinear (antialiased when shrinking)."""
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+    x = image_tensor(image)[None]
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x[0]
@@ -64,7 +69,8 @@ class TrainSet:
 
 @dataclass
 class EvalItem:
-    """One evaluation image: resized input, original-resolution mask and instances."""
+    """One evaluation image: input (resized, or at its own resolution for a sliding window),
+    original-resolution mask and instances."""
 
     record: Record
     image: torch.Tensor
@@ -72,10 +78,11 @@ class EvalItem:
     instances: np.ndarray | None
 
 
-def eval_items(ds: Dataset, records: list[Record], size: int) -> list[EvalItem]:
+def eval_items(ds: Dataset, records: list[Record], size: int, native: bool = False) -> list[EvalItem]:
+    """Evaluation items; ``native`` keeps each image at its own resolution (sliding window)."""
     out = []
     for r in records:
         s = ds.load(r)
         mask = s.mask.astype(np.uint8) if s.mask.size and s.mask.max() < 256 else s.mask
-        out.append(EvalItem(r, resize_image(s.image, size), mask, s.instances))
+        out.append(EvalItem(r, image_tensor(s.image) if native else resize_image(s.image, size), mask, s.instances))
     return out

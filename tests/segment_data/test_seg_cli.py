@@ -12,6 +12,7 @@ import pytest
 import seg_fixtures as fx
 
 from cli.main import main
+from segment.results import open_results
 
 TINY = ["--model", "rwkv_unet_test", "--size", "32", "--epochs", "1", "--batch", "6", "--device", "cpu"]
 
@@ -36,10 +37,18 @@ def test_train_predict_eval(tmp_path: Path, capsys) -> None:
     ck = tmp_path / "run.ckpt" / "split0_best.pt"
     code, stdout, err = run(["segment", "eval", "--checkpoint", str(ck), "--device", "cpu"], capsys)
     assert code == 0 and "nucleus" in stdout and "objects test: F1" in stdout
+    code, stdout, err = run(["--json", "segment", "eval", "--checkpoint", str(ck), "--device", "cpu", "--window",
+                             "--out", str(tmp_path / "win.zarr")], capsys)
+    assert code == 0, err
+    assert 0 <= json.loads(stdout)["classes"]["nucleus"]["dice"][0] <= 1
+    assert json.loads(open_results(tmp_path / "win.zarr").attrs["config"])["window"] is True
     fx.save(tmp_path / "in" / "x.png", fx.gray(1))
     code, stdout, err = run(["segment", "predict", "--checkpoint", str(ck), "--input", str(tmp_path / "in"),
                              "--out", str(tmp_path / "pred"), "--device", "cpu"], capsys)
     assert code == 0 and sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["x_mask.png", "x_overlay.png"]
+    code, _, err = run(["segment", "predict", "--checkpoint", str(ck), "--input", str(tmp_path / "in"),
+                        "--out", str(tmp_path / "win"), "--device", "cpu", "--window"], capsys)
+    assert code == 0 and (tmp_path / "win" / "x_mask.png").is_file(), err
     # the same command again refuses to overwrite, --resume finds the run finished
     code, _, err = run(["segment", *TINY, "--out", str(out)], capsys)
     assert code == 2 and "--resume" in err

@@ -126,10 +126,37 @@ def test_predict_folder(tmp_path: Path, run) -> None:
     m = np.array(Image.open(tmp_path / "pred" / "a_mask.png"))
     assert m.shape == (50, 70) and set(np.unique(m)) <= {0, 255}
     assert np.array(Image.open(tmp_path / "pred" / "b_overlay.png")).shape == (50, 70, 3)
+    files = E.predict_folder(E.checkpoint_dir(out) / "split0_best.pt", src, tmp_path / "win", device="cpu",
+                             window=True)  # 50×70 at its own resolution, 32² tiles
+    m = np.array(Image.open(tmp_path / "win" / "a_mask.png"))
+    assert len(files) == 4 and m.shape == (50, 70) and set(np.unique(m)) <= {0, 255}
     (src / "c.png").write_bytes(b"garbage")
     with pytest.raises(InputError, match="c.png"):
         E.predict_folder(E.checkpoint_dir(out) / "split0_best.pt", src, tmp_path / "pred2", device="cpu")
     assert not (tmp_path / "pred2").exists()
+
+
+def test_sliding_window_of_a_pointwise_model_is_the_whole_image_prediction() -> None:
+    """Overlapping tiles of one pixelwise function, Gaussian-averaged, give that function back:
+    sides that are and are not multiples of the step, and an image smaller than one tile."""
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 2, 1).eval()
+    for h, w in ((64, 64), (50, 70), (20, 9)):
+        x = torch.randn(1, 3, h, w)
+        win = E.predict_window(model, x, 32, batch=3)
+        assert win.shape == (1, 2, h, w)
+        torch.testing.assert_close(win, E.predict_probs(model, x), rtol=0, atol=1e-5)
+
+
+def test_sliding_window_sees_each_pixel_at_its_own_resolution() -> None:
+    """A model that reports the tile's own side: windows keep the tile size, resizing would not."""
+
+    class Side(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 1, *x.shape[-2:]), float(x.shape[-1]))
+
+    probs = E.predict_window(Side(), torch.zeros(1, 1, 40, 100), 32)
+    torch.testing.assert_close(probs, torch.full_like(probs, torch.sigmoid(torch.tensor(32.0)).item()))
 
 
 def test_augment_keeps_image_and_mask_aligned() -> None:
