@@ -58,7 +58,9 @@ class TrainConfig:
     ``clip_grad`` is the max global gradient norm (0: off); ``epochs``/``batch`` None take the
     dataset recipe; ``batch`` is the global batch (split over DDP ranks); ``drop_path`` (None:
     the model's) sets the encoder and CCM drop-path rates; ``binary_softmax`` gives binary data two
-    logits (softmax, CE + Dice over both classes) instead of one (sigmoid, BCE + Dice).
+    logits (softmax, CE + Dice over both classes) instead of one (sigmoid, BCE + Dice); ``encoder``
+    is the path of an official ImageNet encoder to start from; ``dwconv`` picks the depthwise-conv
+    backend (``segment.dwconv``).
     """
 
     dataset: str = "demo"
@@ -81,6 +83,7 @@ class TrainConfig:
     amp: str = "auto"
     wkv: str = "auto"
     dwconv: str = "auto"
+    encoder: str | None = None
     drop_path: float | None = None
     tta: bool = False
     binary_softmax: bool = False
@@ -264,10 +267,17 @@ def checkpoint_dir(out: str | Path) -> Path:
 
 
 def build_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
+    """The variant of ``cfg`` for the data's channels and classes; with ``cfg.encoder`` the encoder
+    starts from that official ImageNet checkpoint (``net_{B,S,T}.pth``, spec §9, strict)."""
     from segment.model import create_model
 
-    return create_model(cfg.model, in_channels=info.in_channels, num_classes=n_logits(cfg, info), wkv=cfg.wkv,
-                        dwconv=cfg.dwconv, drop_path_rate=cfg.drop_path, ccm_drop_path=cfg.drop_path)
+    model = create_model(cfg.model, in_channels=info.in_channels, num_classes=n_logits(cfg, info), wkv=cfg.wkv,
+                         dwconv=cfg.dwconv, drop_path_rate=cfg.drop_path, ccm_drop_path=cfg.drop_path)
+    if cfg.encoder:
+        from segment.pretrained import load_official_encoder
+
+        load_official_encoder(model, cfg.encoder)
+    return model
 
 
 def n_logits(cfg: TrainConfig, info: DatasetInfo) -> int:
@@ -490,7 +500,7 @@ def _train(cfg: TrainConfig, out, resume: bool, overwrite: bool, progress: bool,
         from segment.data.cvc import LEAK_WARNING
 
         say(f"warning: {LEAK_WARNING}")
-    build_model(cfg, info)  # an unknown model name fails here, before anything is written
+    build_model(cfg, info)  # an unknown model name or an unfit --encoder fails here, before anything is written
     images, image_parts = _test_units(ds, splits)
     test_parts = sorted({p for p in image_parts}) if info.instances else None
     attrs = R.run_attrs(cfg.to_dict(), [s.to_json() for s in splits], command)

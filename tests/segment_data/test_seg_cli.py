@@ -56,7 +56,8 @@ def test_train_predict_eval(tmp_path: Path, capsys) -> None:
     assert code == 0 and "nucleus" in stdout
 
 
-@pytest.mark.parametrize("case", ["no-data-dir", "missing-dir", "wrong-layout", "corrupt", "size", "unknown"])
+@pytest.mark.parametrize("case", ["no-data-dir", "missing-dir", "wrong-layout", "corrupt", "size", "unknown",
+                                  "encoder"])
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, capsys, case: str) -> None:
     data = tmp_path / "glas"
     fx.make_glas(data)
@@ -77,6 +78,8 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, capsys, case:
         expect = f"mask {data / 'train_2_anno.bmp'} is 44x40 but image"
     elif case == "unknown":
         args[2], expect = "mnist", "--dataset: unknown dataset 'mnist'"
+    elif case == "encoder":
+        args, expect = [*args, "--encoder", str(tmp_path / "net_T.pth")], "net_T.pth"
     out = tmp_path / "out.zarr"
     code, stdout, err = run([*args, *TINY, "--out", str(out)], capsys)
     assert code == 2

@@ -284,3 +284,26 @@ def test_resume_accepts_a_store_made_before_an_option_existed(tmp_path: Path, ru
     assert float(resumed["test_dice"].mean()) == float(whole["test_dice"].mean())
     with pytest.raises(InputError, match="other options \\(dwconv\\)"):
         E.train(E.TrainConfig(**{**FAST.to_dict(), "dwconv": "triton"}), out, resume=True)
+
+
+def test_training_starts_from_an_official_encoder(tmp_path: Path) -> None:
+    """``encoder`` loads an official-format encoder (strict) into the model training starts from;
+    a file that does not fit fails before any store is written."""
+    from segment.data import open_dataset
+    from segment.model import create_model
+
+    info = open_dataset("demo", None).info
+    donor = create_model("rwkv_unet_test", in_channels=info.in_channels)
+    for p in donor.encoder.parameters():
+        torch.nn.init.normal_(p)
+    path = tmp_path / "net_test.pth"
+    torch.save({"state_dict": {**donor.encoder.state_dict(), "head.weight": torch.zeros(3, 24)}}, path)
+    cfg = E.TrainConfig(**{**FAST.to_dict(), "encoder": str(path)})
+    model = E.build_model(cfg, info)
+    for (name, a), b in zip(model.encoder.state_dict().items(), donor.encoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    bad = tmp_path / "net_other.pth"
+    torch.save({"state_dict": create_model("rwkv_unet_t").encoder.state_dict()}, bad)
+    with pytest.raises(InputError, match="net_other.pth"):
+        E.train(E.TrainConfig(**{**FAST.to_dict(), "encoder": str(bad)}), tmp_path / "r.zarr")
+    assert not (tmp_path / "r.zarr").exists()
