@@ -97,6 +97,8 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, *,
     name = resolve_backend(backend, x.device)
     if name == "torch":
         return F.conv2d(x, weight, None, stride, K // 2, 1, C)
+    if not (x.is_cuda and triton_available()):
+        raise InputError("depthwise_conv2d: backend 'triton' needs CUDA tensors and an importable Triton")
     dev = x.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     return _dwconv2d(x.to(dtype), weight.to(dtype), int(stride))

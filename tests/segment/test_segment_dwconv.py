@@ -51,6 +51,9 @@ def test_torch_backend_is_f_conv2d_and_inputs_are_checked():
     with pytest.raises(InputError, match="backend"):
         depthwise_conv2d(x, w, backend="cudnn")
     assert dwconv.resolve_backend("auto", torch.device("cpu")) == "torch"
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="triton"):
+            depthwise_conv2d(x, w, backend="triton")
 
 
 def test_model_switches_every_depthwise_conv():
