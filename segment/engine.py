@@ -280,6 +280,16 @@ def build_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
     return model
 
 
+def _check_kernels(cfg: TrainConfig, device: torch.device) -> None:
+    """--wkv / --dwconv triton need CUDA and Triton; say so before anything is written."""
+    from segment import dwconv, wkv
+
+    for option, value, available in (("--wkv", cfg.wkv, wkv.triton_available),
+                                      ("--dwconv", cfg.dwconv, dwconv.triton_available)):
+        if value == "triton" and not (device.type == "cuda" and available()):
+            raise InputError(f"{option} triton needs a CUDA device and an importable Triton (device: {device})")
+
+
 def n_logits(cfg: TrainConfig, info: DatasetInfo) -> int:
     """Output channels: 1 for binary data (2 with ``binary_softmax``), else one per class."""
     return 2 if info.binary and cfg.binary_softmax else info.model_classes
@@ -501,6 +511,7 @@ def _train(cfg: TrainConfig, out, resume: bool, overwrite: bool, progress: bool,
 
         say(f"warning: {LEAK_WARNING}")
     build_model(cfg, info)  # an unknown model name or an unfit --encoder fails here, before anything is written
+    _check_kernels(cfg, device)
     images, image_parts = _test_units(ds, splits)
     test_parts = sorted({p for p in image_parts}) if info.instances else None
     attrs = R.run_attrs(cfg.to_dict(), [s.to_json() for s in splits], command)

@@ -57,7 +57,7 @@ def test_train_predict_eval(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("case", ["no-data-dir", "missing-dir", "wrong-layout", "corrupt", "size", "unknown",
-                                  "encoder"])
+                                  "encoder", "triton-on-cpu"])
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, capsys, case: str) -> None:
     data = tmp_path / "glas"
     fx.make_glas(data)
@@ -80,6 +80,8 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, capsys, case:
         args[2], expect = "mnist", "--dataset: unknown dataset 'mnist'"
     elif case == "encoder":
         args, expect = [*args, "--encoder", str(tmp_path / "net_T.pth")], "net_T.pth"
+    elif case == "triton-on-cpu":
+        args, expect = [*args, "--dwconv", "triton", "--device", "cpu"], "--dwconv triton needs a CUDA device"
     out = tmp_path / "out.zarr"
     code, stdout, err = run([*args, *TINY, "--out", str(out)], capsys)
     assert code == 2
