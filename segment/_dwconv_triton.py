@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from segment.dwconv import out_size
+
 
 @triton.jit
 def _fwd_kernel(X, WT, Y, H, W, C, OH, OW, K: tl.constexpr, S: tl.constexpr, BW: tl.constexpr,
@@ -126,9 +128,9 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def out_size(n: int, stride: int) -> int:
-    """Output side of a 'same'-padded odd kernel: ⌊(n − 1)/s⌋ + 1."""
-    return (n - 1) // stride + 1
+def _taps_by_channel(weight: torch.Tensor) -> torch.Tensor:
+    """(C, 1, K, K) -> (K·K, C) contiguous: a tap's C weights side by side."""
+    return weight.reshape(weight.shape[0], -1).t().contiguous()
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
@@ -137,7 +139,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
     K = weight.shape[-1]
     OH, OW = out_size(H, stride), out_size(W, stride)
     x = _nhwc(x)
-    wt = weight.reshape(C, K * K).t().contiguous()
+    wt = _taps_by_channel(weight)
     y = torch.empty((B, C, OH, OW), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     bw, bc = _tiles(OW, C)
     grid = (B * OH, triton.cdiv(OW, bw), triton.cdiv(C, bc))
@@ -153,7 +155,7 @@ def backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: in
     OH, OW = gy.shape[-2:]
     x = _nhwc(x)
     gy = _nhwc(gy)
-    wt = weight.reshape(C, K * K).t().contiguous()
+    wt = _taps_by_channel(weight)
     gx = torch.empty_like(x, memory_format=torch.channels_last)
     bw, bc = _tiles(W, C)
     _bwd_x_kernel[(B * H, triton.cdiv(W, bw), triton.cdiv(C, bc))](

@@ -38,9 +38,14 @@ def resolve_backend(backend: str, device: torch.device) -> str:
                    module="_dwconv_triton")
 
 
+def out_size(n: int, stride: int) -> int:
+    """Output side of a 'same'-padded odd kernel: ⌊(n − 1)/s⌋ + 1."""
+    return (n - 1) // stride + 1
+
+
 def _out_shape(x: torch.Tensor, stride: int) -> tuple[int, int, int, int]:
     B, C, H, W = x.shape
-    return B, C, (H - 1) // stride + 1, (W - 1) // stride + 1
+    return B, C, out_size(H, stride), out_size(W, stride)
 
 
 @torch.library.custom_op("segment::dwconv2d", mutates_args=())

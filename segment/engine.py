@@ -526,7 +526,7 @@ def _train(cfg: TrainConfig, out, resume: bool, overwrite: bool, progress: bool,
                 defaults = TrainConfig().to_dict()  # options added since the store was made: their default
                 diff = sorted(k for k in b if a.get(k, defaults.get(k)) != b[k])
                 if diff or not a:
-                        raise InputError(f"--resume: {out} was made with other options ({', '.join(diff) or 'unknown'})")
+                    raise InputError(f"--resume: {out} was made with other options ({', '.join(diff) or 'unknown'})")
         else:
             if out.exists():
                 shutil.rmtree(out)
