@@ -1,0 +1,53 @@
+"""Registers and spill stack of every Triton kernel, built for the H200 (sm_90) on any machine.
+
+Run by hand: ``python benchmarks/kernel_resources.py [--variants ...]``. No GPU needed: each
+kernel is compiled with the tiles its launcher picks for every depthwise layer of the variants
+(bf16) and for the Bi-WKV default tile, and ``cuobjdump`` reads the binary. A kernel at 255
+registers with a stack spills to local memory; the table prints the ratio to the 64 K registers
+of an SM as the number of 4-warp programs that fit.
+
+Read 2026-12-01 (Triton 3.9): the forward and ∂x depthwise kernels unroll all K² taps
+(``tl.static_range``) and spill: 5×5 at 255 registers with 16–280 bytes of stack, 9×9 at 32
+registers with 7.6–8.5 KB of stack per thread. A dynamic kernel-row loop removes the stack
+(151–219 registers); dynamic loops over both (114–128 registers). Not yet timed on the GPU; the
+throughput figures in ``benchmarks/model.py`` and ``benchmarks/dwconv.py`` are of the unrolled
+kernels. The ∂w kernel (K passes, a (KP, BW, BC) accumulator) holds 102–140 registers, no stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from segment._triton_builds import compile_sm90, dwconv_builds, resources, wkv_builds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default="rwkv_unet_t,rwkv_unet")
+    a = ap.parse_args()
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dwconv import layers
+
+    seen = set()
+    print(f"{'kernel':22s} {'config':48s} {'regs':>5s} {'stack B':>8s} {'programs/SM':>12s}")
+    builds = [("Bi-WKV", b) for b in wkv_builds()]
+    for name in a.variants.split(","):
+        for _, C, _, W, K, S in layers(name):
+            builds += [(f"C={C} W={W} K={K} S={S}", b) for b in dwconv_builds(K, S, width=W, C=C)]
+    for label, build in builds:
+        fn, _, constexprs, warps = build
+        key = (fn.__name__, tuple(sorted(constexprs.items())), warps)
+        if key in seen:
+            continue
+        seen.add(key)
+        use = resources(compile_sm90(build))
+        fit = 65536 // max(1, use["registers"] * 32 * warps)
+        tiles = ",".join(f"{k}={v}" for k, v in constexprs.items())
+        print(f"{fn.__name__:22s} {label + ' ' + tiles:48.48s} {use['registers']:5d} {use['stack']:8d} {fit:12d}")
+
+
+if __name__ == "__main__":
+    main()
