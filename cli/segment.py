@@ -50,7 +50,7 @@ DATASET_NAMES = "demo, glas, busi, kvasir, cvc-clinicdb, cvc-colondb, isic2017, 
               help="bf16 autocast on CUDA (auto/bf16); never on CPU.")
 @click.option("--wkv", default="auto", show_default=True, help="Bi-WKV backend.")
 @click.option("--dwconv", type=click.Choice(["auto", "torch", "triton"]), default="auto", show_default=True,
-              help="Depthwise-conv backend: auto = fused Triton kernels on CUDA, torch (cuDNN) elsewhere.")
+              help="Depthwise-conv backend: auto = Triton for 9×9 on CUDA, cuDNN/torch otherwise.")
 @click.option("--encoder", default=None, metavar="PATH",
               help="Start the encoder from an official ImageNet checkpoint (net_B.pth, net_S.pth, net_T.pth).")
 @click.option("--drop-path", type=click.FloatRange(min=0, max=1), default=None, help="Drop-path rate [default: model's].")

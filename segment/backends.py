@@ -12,16 +12,23 @@ import torch
 
 from biorules.errors import InputError
 
+_AVAILABLE: dict[str, bool] = {}
 
+
+@torch.compiler.assume_constant_result
 def triton_kernels_available(module: str) -> bool:
-    """True when CUDA is present and the kernel module ``segment.<module>`` imports (Triton installed)."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        importlib.import_module(f"segment.{module}")
-    except ImportError:
-        return False
-    return True
+    """True when the kernel module ``segment.<module>`` imports (Triton installed) and CUDA is present.
+
+    Asked once per module. torch.compile runs it at trace time and keeps the answer as a constant
+    instead of tracing the import (a graph break at every fused op of a compiled model)."""
+    if module not in _AVAILABLE:
+        try:
+            importlib.import_module(f"segment.{module}")
+        except ImportError:
+            _AVAILABLE[module] = False
+        else:
+            _AVAILABLE[module] = torch.cuda.is_available()
+    return _AVAILABLE[module]
 
 
 def resolve(backend: str, device: torch.device, *, choices: tuple[str, ...], fallback: str, what: str,

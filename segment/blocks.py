@@ -54,7 +54,7 @@ class ConvNormAct(nn.Module):
     """Conv2d without bias, then an optional BatchNorm (eps 1e-6) and activation.
 
     A depthwise conv (groups = dim_in = dim_out) runs through ``segment.dwconv`` with backend
-    ``dwconv`` ("auto": fused Triton kernels on CUDA, ``F.conv2d`` elsewhere).
+    ``dwconv`` ("auto": fused Triton kernels for K ≥ 7 on CUDA, ``F.conv2d`` otherwise).
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Run the Triton kernels on the CPU through Triton's interpreter and print their errors as JSON.
 
 Usage (a subprocess of the tests): ``TRITON_INTERPRET=1 python tests/segment/triton_interpreted.py
-dwconv|wkv|opcheck``. Each case compares the kernels with the float64 reference (``F.conv2d``; the
+dwconv|wkv|opcheck|compile``. Each case compares the kernels with the float64 reference (``F.conv2d``; the
 ``scan`` Bi-WKV) on small shapes chosen to hit every mask: odd sizes, channel counts that are
 not a multiple of the channel tile, stride 2, more chunks than one carry block.
 """
@@ -117,8 +117,43 @@ def opcheck_cases() -> list[dict]:
             for name, args in ops.items()]
 
 
+def compile_cases() -> list[dict]:
+    """One training step of a small RWKV-UNet with every depthwise conv and Bi-WKV on the custom
+    ops, eager and under ``torch.compile(fullgraph=True)``: loss and parameter gradients.
+
+    The model's dispatch (which sends CPU tensors to plain torch) is pointed at the ops directly;
+    drop-path is off so that both steps see the same network."""
+    import torch
+    import torch.nn.functional as F
+
+    import segment._wkv_triton as WT
+    import segment.blocks as blocks
+    from segment.dwconv import _dwconv2d
+    from segment.model import create_model
+
+    WT.CHUNK_T = 8
+    blocks.depthwise_conv2d = lambda x, w, stride=1, backend="auto": _dwconv2d(x, w, int(stride))
+    blocks.bi_wkv = lambda w, u, k, v, backend="auto": WT.wkv_triton(w, u, k, v)
+    torch.manual_seed(0)
+    m = create_model("rwkv_unet_test", num_classes=2, drop_path_rate=0.0, ccm_drop_path=0.0).train()
+    x = torch.randn(2, 3, 32, 40).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (2, 32, 40))
+
+    def step(f):
+        m.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(f(x), y)
+        loss.backward()
+        return float(loss.detach()), {n: p.grad.clone() for n, p in m.named_parameters()}
+
+    l_eager, g_eager = step(m)
+    l_comp, g_comp = step(torch.compile(m, fullgraph=True))
+    return [{"param": n, "grad_max": float(g.abs().max()), "rel": _rel(g_comp[n], g), "loss_eager": l_eager,
+             "loss_compiled": l_comp} for n, g in g_eager.items()]
+
+
 if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
     _patch_interpreter()
     which = sys.argv[1]
-    print(json.dumps({"dwconv": dwconv_cases, "wkv": wkv_cases, "opcheck": opcheck_cases}[which]()))
+    cases = {"dwconv": dwconv_cases, "wkv": wkv_cases, "opcheck": opcheck_cases, "compile": compile_cases}
+    print(json.dumps(cases[which]()))
