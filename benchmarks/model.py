@@ -9,29 +9,34 @@ convs by cuDNN (``dwconv=cudnn``) or by the Triton kernels (the default); eager,
 step (forward, backward, AdamW with ``capturable=True``) captured once in a CUDA graph and
 replayed (``cudagraph``); ``--compile`` adds torch.compile runs. ``--configs`` filters by label.
 
-Measured 2026-11-28 (second session) on one H200 (torch 2.11, Triton 3.6), img/s, official in
-brackets. The lent host was slower than in the first session (eager T with cuDNN 310 against
-410), so eager steps were host-bound: the GPU time of a T step under the profiler is 32.7 ms,
-the eager step 50–70 ms. The CUDA graph removes the host from the step.
+Measured 2026-12-01 on one H200 (torch 2.11, Triton 3.6), every step in a CUDA graph, img/s,
+official in brackets; one run for T and B, S from two runs of the same code (marked *):
 
-    config (bf16 unless fp32)                     T              S              B
-    train eager, dwconv=cudnn                   310            198             -
-    train eager, Triton dwconv                  318            170             -
-    train cudagraph, dwconv=cudnn               432            326            250
-    train cudagraph, Triton dwconv              482 (251)      356 (186)      260 (149)
-    train fp32 cudagraph, Triton dwconv         381 (212)      264 (151)       -
-    infer cudagraph, Triton dwconv             1783 (1089)    1325 (776)       -
+    config (bf16 unless fp32)                                   T              S              B
+    train cudagraph, dwconv=cudnn (all cuDNN, baseline)       372            282*           222
+    train cudagraph, Triton dwconv, fused AdamW               517            384*           285
+    train cudagraph, dwconv=auto, fused AdamW                 553 (251)      406* (186)     306 (149)
+    train fp32 cudagraph, dwconv=auto, fused AdamW            422 (212)       -             193 (128)
+    infer cudagraph, dwconv=auto                             1864 (1089)      -            1047 (596)
 
-Best training bf16 over official: T 1.92×, S 1.91×, B 1.74× (target 2×, not reached).
-First session, eager on a faster host, dwconv=cudnn: T 410, S 222 (eager, no channels_last),
-B 235; torch.compile (T, with graph breaks at the then autograd.Function WKV) 379, inference
-compiled 1804. torch.compile with the custom ops has not been measured: its one run failed on a
-stride mismatch of ∂w between the op's fake and real kernels, fixed since.
-Profile of one T step (``--profile rwkv_unet_t``, bf16, channels_last, CUDA time under the
-profiler): with cuDNN depthwise 52.8 ms, of which the grouped depthwise kernels 21.5 ms (∂w
-13.6 ms); with the Triton depthwise kernels 32.7 ms, of which ∂w 4.6 ms, ∂x 2.5 ms, forward
-1.5 ms; next come BatchNorm (~4.1 ms in four kernels), LayerNorm (~2.7 ms) and bilinear resizes
-(~1.5 ms), unfused.
+Training bf16 over official: T 2.20×, S 2.18×, B 2.05×; over the all-cuDNN graph of the same
+run: T 1.49×, B 1.38×. fp32: T 1.99×, B 1.51×. Inference: T 1.71×, B 1.76×.
+``dwconv=auto`` runs the 9×9 decoder convs through the Triton kernels and the 5×5 encoder convs
+through cuDNN, each the faster there (``benchmarks/dwconv.py``); fused AdamW is one kernel per
+step instead of the foreach passes. The ∂w kernel now reads ∂y once per kernel row (3.56 ms of
+a T step under the profiler, 4.6 ms before).
+
+2026-11-28 (an earlier kernel set, foreach AdamW): cudagraph + Triton dwconv T 482, S 356,
+B 260; cudagraph + cuDNN 432 / 326 / 250. Eager steps on that host were host-bound (T with cuDNN
+310 against 410 in the first session; GPU time of a T step 32.7 ms, the eager step 50–70 ms).
+First session, eager on a faster host, dwconv=cudnn: T 410, S 222, B 235.
+torch.compile: not measured with the custom ops. A GPU run showed Dynamo tracing the import in
+the Triton-availability check (a graph break at every fused op, then recompilations per block);
+the check is now a trace-time constant (tested on the CPU), not yet timed on the GPU.
+Profile of one eager T step (``--profile rwkv_unet_t``, bf16, channels_last, Triton dwconv, CUDA
+time under the profiler): 31.6 ms, of which ∂w 3.56 ms, ∂x 2.52 ms, forward 1.48 ms; BatchNorm
+~4.1 ms in four kernels, LayerNorm ~2.6 ms, bilinear resizes ~1.5 ms, many unfused elementwise
+kernels (casts, activations) ~5 ms. B: 58.2 ms, ∂w 6.97, ∂x 4.10, forward 2.78 ms.
 CPU (2 shared cores): T at 128², batch 4, fp32 scan: 0.88 img/s (channels_last 0.66).
 """
 
@@ -59,11 +64,13 @@ def _sync(dev):
 
 
 def throughput(name, *, dev, size=256, batch=16, wkv="auto", dwconv="auto", amp=True, channels_last=False,
-               compile_=False, compile_mode=None, train=True, warmup=5, steps=20, classes=2, graph=False):
+               compile_=False, compile_mode=None, train=True, warmup=5, steps=20, classes=2, graph=False, fused=False):
     """Images per second of ``steps`` training (or inference) steps after ``warmup``.
 
     ``graph``: capture the whole step (forward, backward, AdamW) in one CUDA graph after the
-    warm-up and replay it; removes the per-kernel launch cost of the host.
+    warm-up and replay it; removes the per-kernel launch cost of the host. With ``compile_`` the
+    compiled step is captured (inductor's kernels, fused norms and activations, in one graph).
+    ``fused``: AdamW's single-kernel CUDA implementation instead of the default foreach one.
     """
     torch.manual_seed(0)
     model = create_model(name, num_classes=classes, wkv=wkv, dwconv=dwconv).to(dev)
@@ -71,7 +78,8 @@ def throughput(name, *, dev, size=256, batch=16, wkv="auto", dwconv="auto", amp=
     model = model.to(memory_format=fmt)
     x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=fmt)
     y = torch.randint(0, classes, (batch, size, size), device=dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, capturable=graph)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, capturable=graph,
+                            fused=fused and dev.type == "cuda")
     fn = torch.compile(model, mode=compile_mode) if compile_ else model
 
     def step(zero=True):
@@ -148,19 +156,21 @@ def gpu(variants, steps, compile_variants, out=None, configs=()):
             channels_last=True, graph=True)
         run(name, "train bf16 triton channels_last cudagraph", wkv="triton", dwconv="triton",
             channels_last=True, graph=True)
-        run(name, "train fp32 triton channels_last cudagraph", wkv="triton", dwconv="triton",
-            channels_last=True, amp=False, graph=True)
-        run(name, "infer bf16 triton channels_last cudagraph", wkv="triton", dwconv="triton",
+        run(name, "train bf16 triton channels_last cudagraph fused-adamw", wkv="triton", dwconv="triton",
+            channels_last=True, graph=True, fused=True)
+        run(name, "train bf16 triton channels_last cudagraph fused-adamw dwconv=auto", wkv="triton",
+            dwconv="auto", channels_last=True, graph=True, fused=True)
+        run(name, "train fp32 triton channels_last cudagraph fused-adamw dwconv=auto", wkv="triton",
+            dwconv="auto", channels_last=True, amp=False, graph=True, fused=True)
+        run(name, "infer bf16 triton channels_last cudagraph dwconv=auto", wkv="triton", dwconv="auto",
             channels_last=True, train=False, steps=steps * 2, graph=True)
     for name in variants:
         if name not in compile_variants:
             continue
-        for mode in (None, "reduce-overhead"):
-            label = "" if mode is None else f" {mode}"
-            run(name, f"train bf16 triton channels_last compile{label}", wkv="triton", dwconv="triton",
-                channels_last=True, compile_=True, compile_mode=mode, warmup=4)
-        run(name, "infer bf16 triton channels_last compile reduce-overhead", wkv="triton", dwconv="triton",
-            channels_last=True, train=False, compile_=True, compile_mode="reduce-overhead", warmup=4,
+        run(name, "train bf16 triton channels_last compile cudagraph fused-adamw dwconv=auto", wkv="triton",
+            dwconv="auto", channels_last=True, compile_=True, graph=True, fused=True, warmup=4)
+        run(name, "infer bf16 triton channels_last compile cudagraph dwconv=auto", wkv="triton",
+            dwconv="auto", channels_last=True, train=False, compile_=True, graph=True, warmup=4,
             steps=steps * 2)
     return rows
 
@@ -180,7 +190,7 @@ def summary(rows):
     return out
 
 
-def profile(name, dev, rows=18):
+def profile(name, dev, rows=30):
     """Top kernels of one bf16 channels_last training step (triton WKV) after three warm-up steps."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=2, wkv="triton").to(dev).to(memory_format=torch.channels_last)
