@@ -6,29 +6,30 @@ and an importable Triton; ``auto`` takes Triton for CUDA tensors when it imports
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import torch
 
 from biorules.errors import InputError
 
-_AVAILABLE: dict[str, bool] = {}
+
+@functools.cache
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(f"segment.{module}")
+    except ImportError:
+        return False
+    return True
 
 
 @torch.compiler.assume_constant_result
 def triton_kernels_available(module: str) -> bool:
     """True when the kernel module ``segment.<module>`` imports (Triton installed) and CUDA is present.
 
-    Asked once per module. torch.compile runs it at trace time and keeps the answer as a constant
-    instead of tracing the import (a graph break at every fused op of a compiled model)."""
-    if module not in _AVAILABLE:
-        try:
-            importlib.import_module(f"segment.{module}")
-        except ImportError:
-            _AVAILABLE[module] = False
-        else:
-            _AVAILABLE[module] = torch.cuda.is_available()
-    return _AVAILABLE[module]
+    torch.compile runs it at trace time and keeps the answer as a constant instead of tracing the
+    import (a graph break at every fused op of a compiled model)."""
+    return _importable(module) and torch.cuda.is_available()
 
 
 def resolve(backend: str, device: torch.device, *, choices: tuple[str, ...], fallback: str, what: str,
