@@ -4,7 +4,7 @@ Run by hand: ``python benchmarks/kernel_resources.py [--variants ...]``. No GPU 
 kernel is compiled with the tiles its launcher picks for every depthwise layer of the variants
 (bf16) and for the Bi-WKV default tile, and ``cuobjdump`` reads the binary. A kernel at 255
 registers with a stack spills to local memory; the table prints the ratio to the 64 K registers
-of an SM as the number of 4-warp programs that fit.
+of an SM as the number of programs that fit at the launch's warps.
 
 Read 2026-12-01 (Triton 3.9): the forward and ∂x depthwise kernels unroll all K² taps
 (``tl.static_range``) and spill: 5×5 at 255 registers with 16–280 bytes of stack, 9×9 at 32
@@ -17,20 +17,19 @@ kernels. The ∂w kernel (K passes, a (KP, BW, BC) accumulator) holds 102–140 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from segment._triton_builds import compile_sm90, dwconv_builds, resources, wkv_builds
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported as benchmarks.*
+from dwconv import layers  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="rwkv_unet_t,rwkv_unet")
     a = ap.parse_args()
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from dwconv import layers
-
     seen = set()
     print(f"{'kernel':22s} {'config':48s} {'regs':>5s} {'stack B':>8s} {'programs/SM':>12s}")
     builds = [("Bi-WKV", b) for b in wkv_builds()]

@@ -14,7 +14,7 @@ Backends (``depthwise_conv2d(..., backend=name)``):
 
 ``auto`` picks ``triton`` for CUDA tensors when Triton imports and the kernel is at least
 ``AUTO_TRITON_MIN_KERNEL`` wide, else ``torch``. Timed layer by layer on an H200 (bf16, batch 16,
-256², ``benchmarks/dwconv.py``), cuDNN's 9×9 depthwise kernels are 5–7× slower than ours
+256², ``benchmarks/dwconv.py``), cuDNN's 9×9 depthwise kernels are 3–6× slower than ours
 (RWKV-UNet-T decoder: 3.46 ms forward, 6.43 ms backward against 0.54 and 1.99 ms), while its 5×5
 kernels beat ours (encoder: 0.50 / 2.24 ms against 0.79 / 3.91 ms). Under autocast the op runs
 in the autocast dtype, as ``F.conv2d`` does; accumulation is always fp32.

@@ -219,8 +219,8 @@ def create_model(
     """Build variant ``name`` (``rwkv_unet``, ``rwkv_unet_s``, ``rwkv_unet_t``, ``rwkv_unet_test``).
 
     Defaults: in_channels 3, num_classes 1 (binary, sigmoid; §7), wkv and dwconv "auto" (fused
-    Triton kernels on CUDA, for the depthwise convs only the 9×9 ones; plain torch elsewhere). ``overrides`` set
-    fields of the variant (e.g. ``drop_path_rate``); ``None`` values are ignored.
+    Triton kernels on CUDA, for the depthwise convs only the 9×9 ones; plain torch elsewhere).
+    ``overrides`` set fields of the variant (e.g. ``drop_path_rate``); ``None`` values are ignored.
     """
     if name not in VARIANTS:
         raise InputError(f"unknown model {name!r}; choose from {', '.join(VARIANTS)}")
