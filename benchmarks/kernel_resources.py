@@ -7,11 +7,12 @@ registers with a stack spills to local memory; the table prints the ratio to the
 of an SM as the number of programs that fit at the launch's warps.
 
 Read 2026-12-01 (Triton 3.9): the forward and ∂x depthwise kernels unroll all K² taps
-(``tl.static_range``) and spill: 5×5 at 255 registers with 16–280 bytes of stack, 9×9 at 32
-registers with 7.6–8.5 KB of stack per thread. A dynamic kernel-row loop removes the stack
-(151–219 registers); dynamic loops over both (114–128 registers). Not yet timed on the GPU; the
-throughput figures in ``benchmarks/model.py`` and ``benchmarks/dwconv.py`` are of the unrolled
-kernels. The ∂w kernel (K passes, a (KP, BW, BC) accumulator) holds 102–140 registers, no stack.
+(``tl.static_range``) and spill: 5×5 mostly at 255 registers with 16–312 bytes of stack, 9×9 at
+32 registers with 4.6–8.5 KB of stack per thread. Looping over the taps (``range``) instead
+removes the stack (71–145 registers); not yet timed on the GPU, so the kernels stay unrolled
+and the figures in ``benchmarks/model.py`` and ``benchmarks/dwconv.py`` are of that form. The
+∂w kernel (K passes, a (KP, BW, BC) accumulator) holds 96–140 registers, no stack. Bi-WKV: the
+backward carry kernel spills 32 bytes at 255 registers; the output kernels hold 120 and 194.
 """
 
 from __future__ import annotations
