@@ -388,9 +388,10 @@ def _grid(B: int, C: int, bc: int) -> tuple[int, int]:
     return (B, triton.cdiv(C, bc))
 
 
-def wkv_forward(w, u, k, v, bt: int | None = None, bc: int | None = None, num_warps: int | None = None):
+def wkv_forward(w, u, k, v, bt: int | None = None, bc: int | None = None, num_warps: int | None = None,
+                carry_warps: int = 4):
     """Chunk-parallel forward on contiguous fp32 tensors; returns (y, log Z). Tiles default to
-    the module's CHUNK_T, CHUNK_C, CHUNK_WARPS."""
+    the module's CHUNK_T, CHUNK_C, CHUNK_WARPS; ``carry_warps`` is the carry scan's."""
     bt, bc, num_warps = bt or CHUNK_T, bc or CHUNK_C, num_warps or CHUNK_WARPS
     B, T, C = k.shape
     nch = triton.cdiv(T, bt)
@@ -403,13 +404,13 @@ def wkv_forward(w, u, k, v, bt: int | None = None, bc: int | None = None, num_wa
     lz = torch.empty_like(k)
     _fwd_summary_kernel[grid3](w, k, v, sl, sr, T, C, nch, BT=bt, BC=bc, num_warps=num_warps)
     _fwd_carry_kernel[_grid(B, C, bc)](w, sl, sr, cl, cr, C, nch, BT=bt, BC=bc, CB=_carry_block(nch),
-                                       num_warps=4)
+                                       num_warps=carry_warps)
     _fwd_out_kernel[grid3](w, u, k, v, cl, cr, y, lz, T, C, nch, BT=bt, BC=bc, num_warps=num_warps)
     return y, lz
 
 
 def wkv_backward(w, u, k, v, y, lz, g, bt: int | None = None, bc: int | None = None,
-                 num_warps: int | None = None):
+                 num_warps: int | None = None, carry_warps: int = 4):
     """Chunk-parallel backward; returns (∂w, ∂u, ∂k, ∂v), ∂w and ∂u summed over the batch."""
     bt, bc, num_warps = bt or CHUNK_T, bc or CHUNK_C, num_warps or CHUNK_WARPS
     B, T, C = k.shape
@@ -425,7 +426,7 @@ def wkv_backward(w, u, k, v, y, lz, g, bt: int | None = None, bc: int | None = N
     gup = torch.empty_like(gwp)
     _bwd_summary_kernel[grid3](w, y, lz, g, sl, sr, T, C, nch, BT=bt, BC=bc, num_warps=num_warps)
     _bwd_carry_kernel[_grid(B, C, bc)](w, sl, sr, cl, cr, C, nch, BT=bt, BC=bc, CB=_carry_block(nch),
-                                       num_warps=4)
+                                       num_warps=carry_warps)
     _bwd_out_kernel[grid3](w, u, k, v, y, lz, g, cl, cr, gk, gv, gwp, gup, T, C, nch,
                            BT=bt, BC=bc, num_warps=num_warps)
     return gwp.sum((0, 1)), gup.sum((0, 1)), gk, gv
