@@ -3,12 +3,12 @@
 Run by hand: ``python benchmarks/dwconv.py [--variants ...] [--out FILE.json]``.
 
 Every depthwise conv of a variant at 256×256, batch 16, bf16, channels-last (the training
-setting of ``benchmarks/model.py``) is timed alone: the forward op, and the backward op (∂x and ∂w together), called directly.
-Each timing replays a CUDA graph of the call, so it is GPU time alone (eager launches of these
-small kernels are host-bound on the lent machine). The table sums the layers per variant and
-gives the ratio torch / triton; the floor is the
-bytes each pass must move (forward: read x, write y; backward: read x, ∂y, write ∂x) at the copy
-bandwidth measured in the same run.
+setting of ``benchmarks/model.py``) is timed alone: the forward op, and the backward op (∂x and
+∂w together), called directly; for Triton also with the forward and ∂x taps looped instead of
+unrolled (``unroll=False``). Each timing replays a CUDA graph of the call, so it is GPU time
+alone (eager launches of these small kernels are host-bound on the lent machine). The table sums
+the layers of each kernel size; the floor is the bytes each op must move (forward: read x, write
+y; backward: read x, ∂y, write ∂x) at the copy bandwidth measured in the same run.
 
 Measured 2026-12-01 on one H200 (ms, sums over the layers of one forward/backward pass; the floor
 is the bytes at the copy bandwidth of the run):
@@ -21,7 +21,10 @@ is the bytes at the copy bandwidth of the run):
 cuDNN is 1.6–1.9× faster on the 5×5 layers, 3–6× slower on the 9×9 ones; hence the ``auto``
 backend of ``segment.dwconv`` (Triton for K ≥ 7). On C = 3 (the stem) our kernel is 4–5× slower
 (channel tile mostly idle). The B decoder layers were cut by the run's time limit. Both are far
-from the floor: these kernels are bound by the gathers of K² shifted tiles, not by DRAM.
+from the floor; the unrolled forward and ∂x kernels spill registers (``kernel_resources.py``).
+These figures are of the kernels at commit 32f4275; the tap loops were since moved into row and
+tap helpers (same arithmetic; the spill stack of the sm_90 build moved by up to ±0.1 KB), and the
+looped form (``triton_loop_*``) has not been timed yet.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import segment.dwconv  # noqa: F401 (registers segment::dwconv2d*)
+from segment import _dwconv_triton
 from segment.blocks import ConvNormAct
 from segment.dwconv import depthwise_conv2d
 from segment.model import create_model
@@ -83,6 +87,9 @@ def run(variants: list[str]) -> dict:
                     gy, x, w, None, [S, S], [K // 2] * 2, [1, 1], False, [0, 0], C, [True, True, False]),
                 "triton_fwd": lambda x=x, w=w, S=S: torch.ops.segment.dwconv2d(x, w, S),
                 "triton_bwd": lambda x=x, w=w, S=S, gy=gy: torch.ops.segment.dwconv2d_backward(gy, x, w, S),
+                # forward and ∂x with looped taps (no register spills; see kernel_resources.py)
+                "triton_loop_fwd": lambda x=x, w=w, S=S: _dwconv_triton.forward(x, w, S, unroll=False),
+                "triton_loop_bwd": lambda x=x, w=w, S=S, gy=gy: _dwconv_triton.backward(gy, x, w, S, unroll=False),
             }
             for key, fn in calls.items():
                 try:
@@ -95,14 +102,16 @@ def run(variants: list[str]) -> dict:
         tot = {k: sum(r[k] for r in rows) for k in rows[0] if k.endswith("_ms")}
         tot["speedup_fwd"] = tot["torch_fwd_ms"] / tot["triton_fwd_ms"]
         tot["speedup_bwd"] = tot["torch_bwd_ms"] / tot["triton_bwd_ms"]
+        tot["loop_over_unrolled_fwd"] = tot["triton_loop_fwd_ms"] / tot["triton_fwd_ms"]
+        tot["loop_over_unrolled_bwd"] = tot["triton_loop_bwd_ms"] / tot["triton_bwd_ms"]
         out["variants"][name] = {"layers": rows, "total": tot}
-    print(f"{'variant':14s} {'cuDNN fwd':>10s} {'triton fwd':>10s} {'ratio':>6s} {'floor fwd':>10s} "
-          f"{'cuDNN bwd':>10s} {'triton bwd':>10s} {'ratio':>6s} {'floor bwd':>10s}  (ms, sum over layers)")
+    cols = ("torch_fwd", "triton_fwd", "triton_loop_fwd", "floor_fwd", "torch_bwd", "triton_bwd",
+            "triton_loop_bwd", "floor_bwd")
+    print(f"{'variant':14s} {'K':>2s} {'n':>3s} " + " ".join(f"{c:>15s}" for c in cols) + "  (ms, summed)")
     for name, v in out["variants"].items():
-        t = v["total"]
-        print(f"{name:14s} {t['torch_fwd_ms']:10.3f} {t['triton_fwd_ms']:10.3f} {t['speedup_fwd']:6.2f} "
-              f"{t['floor_fwd_ms']:10.3f} {t['torch_bwd_ms']:10.3f} {t['triton_bwd_ms']:10.3f} "
-              f"{t['speedup_bwd']:6.2f} {t['floor_bwd_ms']:10.3f}")
+        for K in sorted({r["shape"][4] for r in v["layers"]}):
+            sel = [r for r in v["layers"] if r["shape"][4] == K]
+            print(f"{name:14s} {K:2d} {len(sel):3d} " + " ".join(f"{sum(r[c + '_ms'] for r in sel):15.3f}" for c in cols))
     return out
 
 

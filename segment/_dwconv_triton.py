@@ -12,7 +12,10 @@ Row validity is computed per pixel (``+ 0 * cols``) rather than as a scalar: Tri
 interpreter refuses a mask that ANDs a scalar with a block; the compiler folds the zero.
 
 One program of the forward and input-gradient kernels owns one output row segment of BW
-pixels × BC channels and walks the K² taps, accumulating in fp32. The weight gradient is
+pixels × BC channels and walks the K² taps, accumulating in fp32. Unrolled at compile time (the
+default, the form timed in ``benchmarks/``), these two kernels spill
+(``benchmarks/kernel_resources.py``: 255 registers and a stack for 5×5, kilobytes of stack for
+9×9); ``unroll=False`` loops over the taps without spilling and awaits its GPU timing. The weight gradient is
 reduced per program over a run of rows into a (programs, K², C) fp32 buffer, then summed:
 deterministic, no atomics. Its program walks its rows once per kernel row i, loading each ∂y tile
 once and the K shifted x windows of that row as one (K, BW, BC) gather (L1 serves the overlap),
@@ -29,8 +32,33 @@ from segment.dwconv import out_size
 
 
 @triton.jit
+def _tap(acc, base, WT, pix, valid, c, cm, tap, C):
+    """acc + src[pix, c] · w[tap, c]: one tap over a (pixels, channels) tile, masked by ``valid``."""
+    m = valid[:, None] & cm[None, :]
+    xv = tl.load(base + pix[:, None] * C + c[None, :], mask=m, other=0.0)
+    wv = tl.load(WT + tap * C + c, mask=cm, other=0.0)
+    return acc + xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+
+
+@triton.jit
+def _fwd_row(acc, xb, WT, ih, iw0, owm, c, cm, i, H, W, C, K: tl.constexpr, UNROLL: tl.constexpr):
+    """acc + the K taps of kernel row i; ih: its input row, per pixel (masks never mix a scalar
+    with a block, see above)."""
+    rv = (ih >= 0) & (ih < H)
+    if UNROLL:
+        for j in tl.static_range(K):
+            iw = iw0 + j
+            acc = _tap(acc, xb, WT, ih * W + iw, rv & (iw >= 0) & (iw < W) & owm, c, cm, i * K + j, C)
+    else:
+        for j in range(K):
+            iw = iw0 + j
+            acc = _tap(acc, xb, WT, ih * W + iw, rv & (iw >= 0) & (iw < W) & owm, c, cm, i * K + j, C)
+    return acc
+
+
+@triton.jit
 def _fwd_kernel(X, WT, Y, H, W, C, OH, OW, K: tl.constexpr, S: tl.constexpr, BW: tl.constexpr,
-                BC: tl.constexpr):
+                BC: tl.constexpr, UNROLL: tl.constexpr):
     row = tl.program_id(0)  # b·OH + oh
     ow = tl.program_id(1) * BW + tl.arange(0, BW)
     c = tl.program_id(2) * BC + tl.arange(0, BC)
@@ -42,22 +70,50 @@ def _fwd_kernel(X, WT, Y, H, W, C, OH, OW, K: tl.constexpr, S: tl.constexpr, BW:
     xb = X + b.to(tl.int64) * H * W * C
     iw0 = ow * S - P
     acc = tl.zeros([BW, BC], tl.float32)
-    for i in tl.static_range(K):
-        ih = oh * S - P + i + 0 * ow  # per pixel: masks never mix a scalar with a block (see below)
-        rv = (ih >= 0) & (ih < H)
-        for j in tl.static_range(K):
-            iw = iw0 + j
-            m = (rv & (iw >= 0) & (iw < W) & owm)[:, None] & cm[None, :]
-            xv = tl.load(xb + (ih * W + iw)[:, None] * C + c[None, :], mask=m, other=0.0)
-            wv = tl.load(WT + (i * K + j) * C + c, mask=cm, other=0.0)
-            acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+    if UNROLL:
+        for i in tl.static_range(K):
+            acc = _fwd_row(acc, xb, WT, oh * S - P + i + 0 * ow, iw0, owm, c, cm, i, H, W, C, K, UNROLL)
+    else:
+        for i in range(K):
+            acc = _fwd_row(acc, xb, WT, oh * S - P + i + 0 * ow, iw0, owm, c, cm, i, H, W, C, K, UNROLL)
     yp = Y + row.to(tl.int64) * OW * C + ow[:, None] * C + c[None, :]
     tl.store(yp, acc.to(Y.dtype.element_ty), mask=owm[:, None] & cm[None, :])
 
 
 @triton.jit
+def _bwd_x_col(iw, iwm, j, OW, K: tl.constexpr, S: tl.constexpr):
+    """Output column of tap j for the input columns iw, and whether it exists."""
+    P: tl.constexpr = K // 2
+    ows = iw + P - j
+    ow = ows // S
+    cv = (ows >= 0) & (ow < OW) & iwm
+    if S > 1:
+        cv = cv & (ows % S == 0)
+    return ow, cv
+
+
+@triton.jit
+def _bwd_x_row(acc, gb, WT, ohs, iw, iwm, c, cm, i, OH, OW, C, K: tl.constexpr, S: tl.constexpr,
+               UNROLL: tl.constexpr):
+    """acc + the K taps of kernel row i; ohs = oh·s of that row, per pixel."""
+    oh = ohs // S
+    rv = (ohs >= 0) & (oh < OH)
+    if S > 1:
+        rv = rv & (ohs % S == 0)
+    if UNROLL:
+        for j in tl.static_range(K):
+            ow, cv = _bwd_x_col(iw, iwm, j, OW, K, S)
+            acc = _tap(acc, gb, WT, oh * OW + ow, rv & cv, c, cm, i * K + j, C)
+    else:
+        for j in range(K):
+            ow, cv = _bwd_x_col(iw, iwm, j, OW, K, S)
+            acc = _tap(acc, gb, WT, oh * OW + ow, rv & cv, c, cm, i * K + j, C)
+    return acc
+
+
+@triton.jit
 def _bwd_x_kernel(GY, WT, GX, H, W, C, OH, OW, K: tl.constexpr, S: tl.constexpr, BW: tl.constexpr,
-                  BC: tl.constexpr):
+                  BC: tl.constexpr, UNROLL: tl.constexpr):
     row = tl.program_id(0)  # b·H + h
     iw = tl.program_id(1) * BW + tl.arange(0, BW)
     c = tl.program_id(2) * BC + tl.arange(0, BC)
@@ -68,22 +124,12 @@ def _bwd_x_kernel(GY, WT, GX, H, W, C, OH, OW, K: tl.constexpr, S: tl.constexpr,
     P: tl.constexpr = K // 2
     gb = GY + b.to(tl.int64) * OH * OW * C
     acc = tl.zeros([BW, BC], tl.float32)
-    for i in tl.static_range(K):
-        ohs = ih + P - i + 0 * iw  # = oh·s, per pixel
-        oh = ohs // S
-        rv = (ohs >= 0) & (oh < OH)
-        if S > 1:
-            rv = rv & (ohs % S == 0)
-        for j in tl.static_range(K):
-            ows = iw + P - j
-            ow = ows // S
-            cv = (ows >= 0) & (ow < OW) & iwm
-            if S > 1:
-                cv = cv & (ows % S == 0)
-            m = (rv & cv)[:, None] & cm[None, :]
-            gv = tl.load(gb + (oh * OW + ow)[:, None] * C + c[None, :], mask=m, other=0.0)
-            wv = tl.load(WT + (i * K + j) * C + c, mask=cm, other=0.0)
-            acc += gv.to(tl.float32) * wv.to(tl.float32)[None, :]
+    if UNROLL:
+        for i in tl.static_range(K):
+            acc = _bwd_x_row(acc, gb, WT, ih + P - i + 0 * iw, iw, iwm, c, cm, i, OH, OW, C, K, S, UNROLL)
+    else:
+        for i in range(K):
+            acc = _bwd_x_row(acc, gb, WT, ih + P - i + 0 * iw, iw, iwm, c, cm, i, OH, OW, C, K, S, UNROLL)
     xp = GX + row.to(tl.int64) * W * C + iw[:, None] * C + c[None, :]
     tl.store(xp, acc.to(GX.dtype.element_ty), mask=iwm[:, None] & cm[None, :])
 
@@ -157,8 +203,10 @@ def _taps_by_channel(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(weight.shape[0], -1).t().contiguous()
 
 
-def forward(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
-    """y = depthwise conv of x (B, C, H, W) with weight (C, 1, K, K); channels-last result."""
+def forward(x: torch.Tensor, weight: torch.Tensor, stride: int, unroll: bool = True) -> torch.Tensor:
+    """y = depthwise conv of x (B, C, H, W) with weight (C, 1, K, K); channels-last result.
+
+    ``unroll``: the K² taps unrolled at compile time (the timed default) or looped over."""
     B, C, H, W = x.shape
     K = weight.shape[-1]
     OH, OW = out_size(H, stride), out_size(W, stride)
@@ -167,12 +215,12 @@ def forward(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
     y = torch.empty((B, C, OH, OW), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     bw, bc = _tiles(OW, C)
     grid = (B * OH, triton.cdiv(OW, bw), triton.cdiv(C, bc))
-    _fwd_kernel[grid](x, wt, y, H, W, C, OH, OW, K=K, S=stride, BW=bw, BC=bc, num_warps=4)
+    _fwd_kernel[grid](x, wt, y, H, W, C, OH, OW, K=K, S=stride, BW=bw, BC=bc, UNROLL=unroll, num_warps=4)
     return y
 
 
 def backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int,
-             programs: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+             programs: int = 1024, unroll: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(∂x, ∂w) of ``forward``; ∂w is reduced in fp32 and returned in the weight's dtype."""
     B, C, H, W = x.shape
     K = weight.shape[-1]
@@ -183,7 +231,7 @@ def backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: in
     gx = torch.empty_like(x, memory_format=torch.channels_last)
     bw, bc = _tiles(W, C)
     _bwd_x_kernel[(B * H, triton.cdiv(W, bw), triton.cdiv(C, bc))](
-        gy, wt, gx, H, W, C, OH, OW, K=K, S=stride, BW=bw, BC=bc, num_warps=4)
+        gy, wt, gx, H, W, C, OH, OW, K=K, S=stride, BW=bw, BC=bc, UNROLL=unroll, num_warps=4)
     kp, bw, bc = _w_tiles(OW, C, K)
     nc = triton.cdiv(C, bc)
     rows = B * OH

@@ -27,13 +27,14 @@ def _sig(names: str, ptr: str) -> dict[str, str]:
     return {n.lstrip("_"): ("i32" if n.startswith("_") else ptr) for n in names.split()}
 
 
-def dwconv_builds(K: int, S: int, width: int, C: int, dtype: str = "bf16") -> Iterator[Build]:
-    """Forward, ∂x and ∂w kernels of a K×K, stride-S depthwise conv on rows of ``width`` pixels."""
+def dwconv_builds(K: int, S: int, width: int, C: int, dtype: str = "bf16", unroll: bool = True) -> Iterator[Build]:
+    """Forward, ∂x and ∂w kernels of a K×K, stride-S depthwise conv on rows of ``width`` pixels
+    (``unroll``: the forward and ∂x taps unrolled, the launchers' default, or looped)."""
     from segment import _dwconv_triton as D
 
     ptr = f"*{dtype}"
     bw, bc = D._tiles(width, C)
-    tiles = {"K": K, "S": S, "BW": bw, "BC": bc}
+    tiles = {"K": K, "S": S, "BW": bw, "BC": bc, "UNROLL": unroll}
     yield D._fwd_kernel, _sig("X WT Y _H _W _C _OH _OW", ptr), tiles, 4
     yield D._bwd_x_kernel, _sig("GY WT GX _H _W _C _OH _OW", ptr), tiles, 4
     kp, bw, bc = D._w_tiles(width, C, K)

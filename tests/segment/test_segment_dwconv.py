@@ -17,8 +17,10 @@ from segment.model import create_model
 def test_triton_kernels_match_conv2d_on_cpu_interpreter(triton_interpreted):
     """Forward, ∂x and ∂w equal F.conv2d in float64 to fp32 accumulation (1e-6 relative), for
     kernels 3, 5, 9, stride 1 and 2, odd sides and channel counts off the tile; bf16 in and out
-    to bf16 rounding (1e-2; measured 3–7e-3)."""
-    for r in triton_interpreted("dwconv"):
+    to bf16 rounding (1e-2; measured 3–7e-3). Both forms of the tap loop (unrolled, looped)."""
+    rows = triton_interpreted("dwconv")
+    assert {r["unroll"] for r in rows} == {True, False}
+    for r in rows:
         assert r["shape_ok"], r
         assert max(r["y"], r["dx"], r["dw"]) < (1e-6 if r["dtype"] == "float64" else 1e-2), r
 

@@ -14,10 +14,11 @@ from conftest import requires_triton
 
 @requires_triton
 @pytest.mark.parametrize("K,S", [(5, 2), (9, 1)])
-def test_depthwise_kernels_compile_for_sm90(K, S):
+@pytest.mark.parametrize("unroll", [True, False])
+def test_depthwise_kernels_compile_for_sm90(K, S, unroll):
     from segment._triton_builds import compile_sm90, dwconv_builds
 
-    for build in dwconv_builds(K, S, width=32, C=64):
+    for build in dwconv_builds(K, S, width=32, C=64, unroll=unroll):
         assert compile_sm90(build).asm["cubin"], build[0].__name__
 
 

@@ -40,6 +40,7 @@ def dwconv_cases() -> list[dict]:
     import torch
     import torch.nn.functional as F
 
+    from segment import _dwconv_triton as D
     from segment.dwconv import _dwconv2d
 
     out = []
@@ -58,8 +59,13 @@ def dwconv_cases() -> list[dict]:
         ga = torch.autograd.grad(y, a, gy.to(dt))
         gb = torch.autograd.grad(yr, b, gy)
         assert y.dtype == ga[0].dtype == ga[1].dtype == dt
-        out.append({"case": [B, C, H, W, K, S], "dtype": dtype, "shape_ok": y.shape == yr.shape,
+        out.append({"case": [B, C, H, W, K, S], "dtype": dtype, "unroll": True, "shape_ok": y.shape == yr.shape,
                     "y": _rel(y, yr), "dx": _rel(ga[0], gb[0]), "dw": _rel(ga[1], gb[1])})
+        # the looped-tap form of the forward and ∂x kernels, through the launchers
+        y = D.forward(a[0], a[1], S, unroll=False)
+        gx, gw = D.backward(gy.to(dt), a[0], a[1], S, unroll=False)
+        out.append({"case": [B, C, H, W, K, S], "dtype": dtype, "unroll": False, "shape_ok": y.shape == yr.shape,
+                    "y": _rel(y, yr), "dx": _rel(gx, gb[0]), "dw": _rel(gw, gb[1])})
     return out
 
 
