@@ -15,8 +15,10 @@ One program of the forward and input-gradient kernels owns one output row segmen
 pixels × BC channels and walks the K² taps, accumulating in fp32. Unrolled at compile time (the
 default, the form timed in ``benchmarks/``), these two kernels spill
 (``benchmarks/kernel_resources.py``: 255 registers and a stack for 5×5, kilobytes of stack for
-9×9); ``unroll=False`` loops over the taps without spilling and awaits its GPU timing. The weight gradient is
-reduced per program over a run of rows into a (programs, K², C) fp32 buffer, then summed:
+9×9); ``unroll=False`` loops over the taps without spilling and awaits its GPU timing.
+
+The weight gradient is reduced per program over a run of rows into a (programs, K², C) fp32
+buffer, then summed:
 deterministic, no atomics. Its program walks its rows once per kernel row i, loading each ∂y tile
 once and the K shifted x windows of that row as one (K, BW, BC) gather (L1 serves the overlap),
 so ∂y is read K times instead of K² (an earlier kernel with one pass per tap: 4.6 ms of a T step).

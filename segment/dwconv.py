@@ -39,10 +39,14 @@ def triton_available() -> bool:
     return triton_kernels_available("_dwconv_triton")
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """Map ``auto`` to a concrete backend for tensors on ``device``; validate the name."""
-    return resolve(backend, device, choices=BACKENDS, fallback="torch", what="depthwise-conv",
+def resolve_backend(backend: str, device: torch.device, kernel_size: int | None = None) -> str:
+    """Map ``auto`` to a concrete backend for tensors on ``device`` and, when given, a K×K kernel
+    (narrower than ``AUTO_TRITON_MIN_KERNEL``: ``torch``); validate the name."""
+    name = resolve(backend, device, choices=BACKENDS, fallback="torch", what="depthwise-conv",
                    module="_dwconv_triton")
+    if backend == "auto" and kernel_size is not None and kernel_size < AUTO_TRITON_MIN_KERNEL:
+        return "torch"
+    return name
 
 
 def out_size(n: int, stride: int) -> int:
@@ -106,9 +110,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, *,
                          "do not form a depthwise conv with an odd kernel")
     if stride not in (1, 2):
         raise InputError(f"depthwise_conv2d: stride must be 1 or 2, got {stride}")
-    name = resolve_backend(backend, x.device)
-    if backend == "auto" and K < AUTO_TRITON_MIN_KERNEL:
-        name = "torch"
+    name = resolve_backend(backend, x.device, K)
     if name == "torch":
         return F.conv2d(x, weight, None, stride, K // 2, 1, C)
     if not (x.is_cuda and triton_available()):

@@ -75,7 +75,7 @@ def test_torch_backend_is_f_conv2d_and_inputs_are_checked():
 def test_auto_sends_only_wide_kernels_to_triton(monkeypatch):
     """Where Triton would be chosen, ``auto`` still runs 5×5 through cuDNN (faster there) and 9×9
     through the Triton kernels (which, on a CPU tensor, refuse: the route is what is checked)."""
-    monkeypatch.setattr(dwconv, "resolve_backend", lambda backend, device: "triton" if backend == "auto" else backend)
+    monkeypatch.setattr(dwconv, "resolve", lambda backend, device, **kw: "triton" if backend == "auto" else backend)
     x = torch.randn(1, 4, 12, 10)
     w5, w9 = torch.randn(4, 1, 5, 5), torch.randn(4, 1, 9, 9)
     torch.testing.assert_close(depthwise_conv2d(x, w5, 2), F.conv2d(x, w5, None, 2, 2, 1, 4), rtol=0, atol=0)
