@@ -27,9 +27,9 @@ def _sig(names: str, ptr: str) -> dict[str, str]:
     return {n.lstrip("_"): ("i32" if n.startswith("_") else ptr) for n in names.split()}
 
 
-def dwconv_builds(K: int, S: int, width: int, C: int, dtype: str = "bf16", unroll: bool = True) -> Iterator[Build]:
+def dwconv_builds(K: int, S: int, width: int, C: int, dtype: str = "bf16", unroll: bool = False) -> Iterator[Build]:
     """Forward, ∂x and ∂w kernels of a K×K, stride-S depthwise conv on rows of ``width`` pixels
-    (``unroll``: the forward and ∂x taps unrolled, the launchers' default, or looped)."""
+    (``unroll``: the forward and ∂x taps unrolled, or looped as the launchers do by default)."""
     from segment import _dwconv_triton as D
 
     ptr = f"*{dtype}"
@@ -42,17 +42,20 @@ def dwconv_builds(K: int, S: int, width: int, C: int, dtype: str = "bf16", unrol
            {"K": K, "S": S, "KP": kp, "BW": bw, "BC": bc}, 4)
 
 
-def wkv_builds() -> Iterator[Build]:
-    """The six chunked Bi-WKV kernels at the module's default tile."""
+def wkv_builds(bt: int | None = None, bc: int | None = None, warps: int | None = None) -> Iterator[Build]:
+    """The six chunked Bi-WKV kernels, at the launchers' default tiles unless given."""
     from segment import _wkv_triton as W
 
-    tiles, f, w = {"BT": W.CHUNK_T, "BC": W.CHUNK_C}, "*fp32", W.CHUNK_WARPS
-    yield W._fwd_summary_kernel, _sig("W K V SL SR _T _C _NCH", f), tiles, w
-    yield W._fwd_carry_kernel, _sig("W SL SR CL CR _C _NCH", f), {**tiles, "CB": 64}, 4
-    yield W._fwd_out_kernel, _sig("W U K V CL CR Y LZ _T _C _NCH", f), tiles, w
-    yield W._bwd_summary_kernel, _sig("W Y LZ G SL SR _T _C _NCH", f), tiles, w
-    yield W._bwd_carry_kernel, _sig("W SL SR CL CR _C _NCH", f), {**tiles, "CB": 64}, 4
-    yield W._bwd_out_kernel, _sig("W U K V Y LZ G CL CR GK GV GWP GUP _T _C _NCH", f), tiles, w
+    bt, bc, warps, cbc, cw = W._tiles(bt, bc, warps, None, None)
+    tiles, f = {"BT": bt, "BC": bc}, "*fp32"
+    carry = {"BT": bt, "BC": cbc, "CB": 64}
+    yield W._fwd_summary_kernel, _sig("W K V SL SR _T _C _NCH", f), tiles, warps
+    yield W._fwd_carry_kernel, _sig("W S D _C _NCH", f), carry, cw
+    yield W._fwd_out_kernel, _sig("W U K V CL CR Y LZ _T _C _NCH", f), tiles, warps
+    yield W._bwd_summary_kernel, _sig("W Y LZ G SL SR _T _C _NCH", f), tiles, warps
+    yield W._bwd_carry_kernel, _sig("W S D _C _NCH", f), carry, cw
+    yield (W._bwd_out_kernel, _sig("W U K V Y LZ G CL CR GK GV GWP GUP _T _C _NCH", f),
+           tiles, warps)
 
 
 def compile_sm90(build: Build) -> Any:
