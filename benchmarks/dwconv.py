@@ -4,27 +4,25 @@ Run by hand: ``python benchmarks/dwconv.py [--variants ...] [--out FILE.json]``.
 
 Every depthwise conv of a variant at 256×256, batch 16, bf16, channels-last (the training
 setting of ``benchmarks/model.py``) is timed alone: the forward op, and the backward op (∂x and
-∂w together), called directly; for Triton also with the forward and ∂x taps looped instead of
-unrolled (``unroll=False``). Each timing replays a CUDA graph of the call, so it is GPU time
+∂w together), called directly; for Triton also with the forward and ∂x taps unrolled at
+compile time instead of looped (``unroll=True``). Each timing replays a CUDA graph of the call, so it is GPU time
 alone (eager launches of these small kernels are host-bound on the lent machine). The table sums
 the layers of each kernel size; the floor is the bytes each op must move (forward: read x, write
 y; backward: read x, ∂y, write ∂x) at the copy bandwidth measured in the same run.
 
 Measured 2026-12-01 on one H200 (ms, sums over the layers of one forward/backward pass; the floor
-is the bytes at the copy bandwidth of the run):
+is the bytes at the copy bandwidth of the run). Triton: taps looped (the default) / unrolled:
 
-    layers                        cuDNN fwd  Triton fwd  floor   cuDNN bwd  Triton bwd  floor
-    T, 11 encoder 5×5               0.499      0.788     0.143     2.236      3.909     0.245
-    T, 4 decoder 9×9                3.461      0.539     0.025     6.431      1.992     0.038
-    B, 16 encoder 5×5               0.901      1.512     0.254     3.649      6.809     0.420
+    layers                 cuDNN fwd  Triton fwd      floor  cuDNN bwd  Triton bwd      floor
+    T, 11 encoder 5×5        0.500    0.819 / 0.764   0.143    2.238    3.837 / 3.911   0.245
+    T, 4 decoder 9×9         3.454    0.526 / 0.542   0.025    6.413    1.821 / 1.994   0.038
+    B, 16 encoder 5×5        0.793    1.426 / 1.363   0.254    3.258    6.031 / 6.134   0.420
 
 cuDNN is 1.6–1.9× faster on the 5×5 layers, 3–6× slower on the 9×9 ones; hence the ``auto``
 backend of ``segment.dwconv`` (Triton for K ≥ 7). On C = 3 (the stem) our kernel is 4–5× slower
 (channel tile mostly idle). The B decoder layers were cut by the run's time limit. Both are far
-from the floor; the unrolled forward and ∂x kernels spill registers (``kernel_resources.py``).
-These figures are of the kernels at commit 32f4275; the tap loops were since moved into row and
-tap helpers (same arithmetic; the spill stack of the sm_90 build moved by up to ±0.1 KB), and the
-looped form (``triton_loop_*``) has not been timed yet.
+from the floor. The unrolled forward and ∂x kernels spill registers (``kernel_resources.py``);
+the looped ones do not, and are as fast or faster on the 9×9 layers that ``auto`` gives Triton.
 """
 
 from __future__ import annotations
@@ -87,9 +85,9 @@ def run(variants: list[str]) -> dict:
                     gy, x, w, None, [S, S], [K // 2] * 2, [1, 1], False, [0, 0], C, [True, True, False]),
                 "triton_fwd": lambda x=x, w=w, S=S: torch.ops.segment.dwconv2d(x, w, S),
                 "triton_bwd": lambda x=x, w=w, S=S, gy=gy: torch.ops.segment.dwconv2d_backward(gy, x, w, S),
-                # forward and ∂x with looped taps (no register spills; see kernel_resources.py)
-                "triton_loop_fwd": lambda x=x, w=w, S=S: _dwconv_triton.forward(x, w, S, unroll=False),
-                "triton_loop_bwd": lambda x=x, w=w, S=S, gy=gy: _dwconv_triton.backward(gy, x, w, S, unroll=False),
+                # forward and ∂x with the taps unrolled (they spill; see kernel_resources.py)
+                "triton_unrolled_fwd": lambda x=x, w=w, S=S: _dwconv_triton.forward(x, w, S, unroll=True),
+                "triton_unrolled_bwd": lambda x=x, w=w, S=S, gy=gy: _dwconv_triton.backward(gy, x, w, S, unroll=True),
             }
             for key, fn in calls.items():
                 try:
@@ -102,11 +100,11 @@ def run(variants: list[str]) -> dict:
         tot = {k: sum(r[k] for r in rows) for k in rows[0] if k.endswith("_ms")}
         tot["speedup_fwd"] = tot["torch_fwd_ms"] / tot["triton_fwd_ms"]
         tot["speedup_bwd"] = tot["torch_bwd_ms"] / tot["triton_bwd_ms"]
-        tot["loop_over_unrolled_fwd"] = tot["triton_loop_fwd_ms"] / tot["triton_fwd_ms"]
-        tot["loop_over_unrolled_bwd"] = tot["triton_loop_bwd_ms"] / tot["triton_bwd_ms"]
+        tot["unrolled_over_looped_fwd"] = tot["triton_unrolled_fwd_ms"] / tot["triton_fwd_ms"]
+        tot["unrolled_over_looped_bwd"] = tot["triton_unrolled_bwd_ms"] / tot["triton_bwd_ms"]
         out["variants"][name] = {"layers": rows, "total": tot}
-    cols = ("torch_fwd", "triton_fwd", "triton_loop_fwd", "floor_fwd", "torch_bwd", "triton_bwd",
-            "triton_loop_bwd", "floor_bwd")
+    cols = ("torch_fwd", "triton_fwd", "triton_unrolled_fwd", "floor_fwd", "torch_bwd", "triton_bwd",
+            "triton_unrolled_bwd", "floor_bwd")
     print(f"{'variant':14s} {'K':>2s} {'n':>3s} " + " ".join(f"{c:>15s}" for c in cols) + "  (ms, summed)")
     for name, v in out["variants"].items():
         for K in sorted({r["shape"][4] for r in v["layers"]}):
