@@ -48,7 +48,7 @@ def wkv_builds(bt: int | None = None, bc: int | None = None, warps: int | None =
 
     bt, bc, warps, cbc, cw = W._tiles(bt, bc, warps, None, None)
     tiles, f = {"BT": bt, "BC": bc}, "*fp32"
-    carry = {"BT": bt, "BC": cbc, "CB": 64}
+    carry = {"BT": bt, "BC": cbc, "CB": W.CARRY_UNROLL}
     yield W._fwd_summary_kernel, _sig("W K V SL SR _T _C _NCH", f), tiles, warps
     yield W._fwd_carry_kernel, _sig("W S D _C _NCH", f), carry, cw
     yield W._fwd_out_kernel, _sig("W U K V CL CR Y LZ _T _C _NCH", f), tiles, warps

@@ -2,21 +2,22 @@
 
 T is cut into chunks of BT tokens; every (batch element, block of BC channels, chunk) is one
 program. Three launches per pass: chunk summaries (tile reductions), the per-channel carries
-across chunks (a blocked scan over the summaries, one program per batch element, channel block
-and direction), then the outputs, where each thread walks its channel through the chunk token
-by token, right to left from one carry and left to right from the other. The log-space state is
-that of §5.2d. There is no compile-time T.
+across chunks (each thread walks its channel through the chunk summaries, one program per batch
+element, channel block and direction), then the outputs, where each thread walks its channel
+through the chunk token by token, right to left from one carry and left to right from the other.
+The log-space state is that of §5.2d, in base 2. There is no compile-time T.
 
-A segment of tokens is summarised, as seen from just after its last token, by
-(a, b, o, d): Σ e^{k_i − dist_i·w − o} (v_i, 1), the offset o and its log-decay d = −n·w.
-Joining X₁ then X₂: o₁' = o₁ + d₂, o = max(o₁', o₂), a = e^{o₁'−o} a₁ + e^{o₂−o} a₂, d = d₁ + d₂.
-Exclusive states (tokens i < t) come from scanning the token sequence shifted by one. One token
-more behind the viewer is the join with n = 1 (``_absorb_fwd``).
+A segment of tokens is summarised, as seen from its last token, by
+(a, b, o, d): Σ 2^{k_i − dist_i·w − o} (v_i, 1) (k and w in base 2), the offset o and its
+log-decay d = −n·w. Joining X₁ then X₂: o₁' = o₁ + d₂, o = max(o₁', o₂),
+a = 2^{o₁'−o} a₁ + 2^{o₂−o} a₂, d = d₁ + d₂. The exclusive state of token t (tokens i < t,
+decay |t−i|−1) is the summary of those tokens seen from t−1; one token more behind the viewer
+is the join with n = 1 (``_absorb_fwd``).
 
 Forward: the left state (tokens i < t), the right state (i > t) and token t (q = u + k_t) give
-y_t and log Z_t, both kept for the backward pass.
+y_t and log₂ Z_t, both kept for the backward pass.
 
-Backward (§5.1, with h_t = g_t/Z_t): the same two passes over keys −log Z_t and values g_t and
+Backward (§5.1, with h_t = g_t/Z_t): the same two passes over keys −log₂ Z_t and values g_t and
 g_t·y_t, plus first distance moments (m ← e^{d₂}(m₁ + n₂ a₁) + m₂; one token: m ← e^{−w}(m + a)),
 give
 ∂v_i = Σ_t P_{t,i} g_t, ∂k_i = v_i ∂v_i − Σ_t P_{t,i} g_t y_t,
@@ -40,9 +41,11 @@ _ASM = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")  # PTX appro
 CHUNK_T = 16
 CHUNK_C = 32
 CHUNK_WARPS = 1
-#: channels per program and warps of the carry scans (one program per batch element and side)
-CARRY_C = 8
-CARRY_WARPS = 2
+#: channels per program and warps of the carry scans (one program per batch element and side,
+#: one thread per channel), and the chunk summaries each thread loads at a time
+CARRY_C = 32
+CARRY_WARPS = 1
+CARRY_UNROLL = 16
 
 
 @triton.jit
@@ -72,17 +75,12 @@ def _join_bwd(a1, c1, m1, n1, o1, d1, x1, a2, c2, m2, n2, o2, d2, x2):
     )
 
 
-@triton.jit
-def _last_row(x, is_last):
-    return tl.sum(tl.where(is_last, x, 0.0), axis=0)
-
-
 # ---------------------------------------------------------------------------------------------
-# chunk-parallel version: one program per (b, channel block, chunk of BT tokens), three launches
-# (chunk summaries → per-channel carries across chunks → outputs). Chunk c covers tokens
-# [s, s+BT), s = c·BT. Left summary SL_c: tokens [s−1, s+BT−1) seen from s+BT−1; right summary
-# SR_c: tokens [s+1, s+BT+1) seen from s. Carries: CL_c = SL_0 ⋯ SL_{c−1} (tokens ≤ s−2 seen
-# from s−1), CR_c = SR_{n−1} ⋯ SR_{c+1} (tokens ≥ s+BT+1 seen from s+BT). In the chunk, the
+# One program per (b, channel block, chunk of BT tokens), three launches (chunk summaries →
+# per-channel carries across chunks → outputs). Chunk c covers tokens [s, s+BT), s = c·BT.
+# Left summary SL_c: its tokens seen from its last one (distance s+BT−1−i); right summary SR_c:
+# seen from its first one (distance i−s). Carries: CL_c = SL_0 ⋯ SL_{c−1} = L_s, the state of the
+# tokens i < s seen from token s (decay |s−i|−1); CR_c = SR_{n−1} ⋯ SR_{c+1} = R_{s+BT−1}. The
 # output kernels start from the carries and take in one token per step.
 
 
@@ -93,6 +91,17 @@ def _tile(P, base, j, valid, cols, cmask, C, other):
 
 
 @triton.jit
+def _sums3(x, m, vv, S, plane, stride, cmask):
+    # (Σ 2^{x−o} v, Σ 2^{x−o}, o) over the tile's tokens, o = max x
+    x = tl.where(m, x, NEG)
+    o = tl.max(x, axis=0)
+    e = tl.where(m, tl.exp2(x - o[None, :]), 0.0)
+    tl.store(S + plane, tl.sum(e * vv, axis=0), mask=cmask)
+    tl.store(S + stride + plane, tl.sum(e, axis=0), mask=cmask)
+    tl.store(S + 2 * stride + plane, o, mask=cmask)
+
+
+@triton.jit
 def _fwd_summary_kernel(W, K, V, SL, SR, T, C, NCH, BT: tl.constexpr, BC: tl.constexpr):
     pid_b = tl.program_id(0)
     cols = tl.program_id(1) * BC + tl.arange(0, BC)
@@ -100,74 +109,31 @@ def _fwd_summary_kernel(W, K, V, SL, SR, T, C, NCH, BT: tl.constexpr, BC: tl.con
     cmask = cols < C
     w = tl.load(W + cols, mask=cmask, other=0.0) * LOG2E
     p = tl.arange(0, BT)
-    s = ch * BT
+    j = ch * BT + p
     base = pid_b.to(tl.int64) * T * C
     plane = pid_b.to(tl.int64) * NCH * C + ch * C + cols  # (B, NCH, C) index
     stride = tl.num_programs(0).to(tl.int64) * NCH * C
     pf = p.to(tl.float32)[:, None]
-    # left: tokens j = s−1+p, distance BT−1−p from the viewer
-    j = s - 1 + p
-    kk, m = _tile(K, base, j, (j >= 0) & (s + p < T), cols, cmask, C, 0.0)
-    vv, _ = _tile(V, base, j, (j >= 0) & (s + p < T), cols, cmask, C, 0.0)
-    x = tl.where(m, kk * LOG2E - (BT - 1 - pf) * w[None, :], NEG)
-    o = tl.max(x, axis=0)
-    e = tl.where(m, tl.exp2(x - o[None, :]), 0.0)
-    tl.store(SL + plane, tl.sum(e * vv, axis=0), mask=cmask)
-    tl.store(SL + stride + plane, tl.sum(e, axis=0), mask=cmask)
-    tl.store(SL + 2 * stride + plane, o, mask=cmask)
-    # right: tokens j = s+1+p, distance p from the viewer
-    j = s + 1 + p
     kk, m = _tile(K, base, j, j < T, cols, cmask, C, 0.0)
     vv, _ = _tile(V, base, j, j < T, cols, cmask, C, 0.0)
-    x = tl.where(m, kk * LOG2E - pf * w[None, :], NEG)
-    o = tl.max(x, axis=0)
-    e = tl.where(m, tl.exp2(x - o[None, :]), 0.0)
-    tl.store(SR + plane, tl.sum(e * vv, axis=0), mask=cmask)
-    tl.store(SR + stride + plane, tl.sum(e, axis=0), mask=cmask)
-    tl.store(SR + 2 * stride + plane, o, mask=cmask)
+    kk = kk * LOG2E
+    _sums3(kk - (BT - 1 - pf) * w[None, :], m, vv, SL, plane, stride, cmask)
+    _sums3(kk - pf * w[None, :], m, vv, SR, plane, stride, cmask)
 
 
 @triton.jit
-def _fwd_carry_kernel(W, S, D, C, NCH, BT: tl.constexpr, BC: tl.constexpr, CB: tl.constexpr):
-    # S, D: (side, field, B, NCH, C). Side 0: CL_{c+1} = SL_0 ⋯ SL_c; side 1: CR_{c−1} = SR_{n−1} ⋯ SR_c,
-    # scanned CB chunks at a time; one program per (b, channel block, side)
-    pid_b = tl.program_id(0)
-    cols = tl.program_id(1) * BC + tl.arange(0, BC)
-    side = tl.program_id(2)
-    cmask = cols < C
-    w = tl.load(W + cols, mask=cmask, other=0.0)
-    rows = tl.arange(0, CB)
-    is_last = (rows == CB - 1)[:, None]
-    dd = tl.zeros([CB, BC], tl.float32) - (BT * LOG2E) * w[None, :]
-    row0 = pid_b.to(tl.int64) * NCH * C
-    stride = tl.num_programs(0).to(tl.int64) * NCH * C
-    S += side * 3 * stride
-    D += side * 3 * stride
-    first = row0 + side * (NCH - 1) * C + cols
-    tl.store(D + first, tl.zeros([BC], tl.float32), mask=cmask)
-    tl.store(D + stride + first, tl.zeros([BC], tl.float32), mask=cmask)
-    tl.store(D + 2 * stride + first, tl.full([BC], NEG, tl.float32), mask=cmask)
-    ca = tl.zeros([BC], tl.float32)
-    cb = tl.zeros([BC], tl.float32)
-    co = tl.full([BC], NEG, tl.float32)
-    for blk in range(0, tl.cdiv(NCH, CB)):
-        r = blk * CB + rows
-        c = r + side * (NCH - 1 - 2 * r)  # chunk order: forwards, or backwards for side 1
-        dst = c + 1 - 2 * side
-        m = (r < NCH)[:, None] & cmask[None, :]
-        q = row0 + c[:, None] * C + cols[None, :]
-        sa, sb, so, sd = tl.associative_scan(
-            (tl.load(S + q, mask=m, other=0.0), tl.load(S + stride + q, mask=m, other=0.0),
-             tl.load(S + 2 * stride + q, mask=m, other=NEG), dd), 0, _join_fwd)
-        la, lb, lo, _ = _join_fwd(ca[None, :], cb[None, :], co[None, :], dd, sa, sb, so, sd)
-        dm = m & ((dst >= 0) & (dst < NCH))[:, None]
-        qd = row0 + dst[:, None] * C + cols[None, :]
-        tl.store(D + qd, la, mask=dm)
-        tl.store(D + stride + qd, lb, mask=dm)
-        tl.store(D + 2 * stride + qd, lo, mask=dm)
-        ca = _last_row(la, is_last)
-        cb = _last_row(lb, is_last)
-        co = _last_row(lo, is_last)
+def _sums5(x, m, dist, eg_, egy_, S, plane, stride, cmask):
+    # (Σ 2^{x−o} g, Σ 2^{x−o} g y, their first distance moments, o) over the tile's tokens
+    x = tl.where(m, x, NEG)
+    o = tl.max(x, axis=0)
+    e = tl.where(m, tl.exp2(x - o[None, :]), 0.0)
+    eg = e * eg_
+    egy = e * egy_
+    tl.store(S + plane, tl.sum(eg, axis=0), mask=cmask)
+    tl.store(S + stride + plane, tl.sum(egy, axis=0), mask=cmask)
+    tl.store(S + 2 * stride + plane, tl.sum(dist * eg, axis=0), mask=cmask)
+    tl.store(S + 3 * stride + plane, tl.sum(dist * egy, axis=0), mask=cmask)
+    tl.store(S + 4 * stride + plane, o, mask=cmask)
 
 
 @triton.jit
@@ -178,35 +144,56 @@ def _bwd_summary_kernel(W, Y, LZ, G, SL, SR, T, C, NCH, BT: tl.constexpr, BC: tl
     cmask = cols < C
     w = tl.load(W + cols, mask=cmask, other=0.0) * LOG2E
     p = tl.arange(0, BT)
-    s = ch * BT
+    j = ch * BT + p
     base = pid_b.to(tl.int64) * T * C
     plane = pid_b.to(tl.int64) * NCH * C + ch * C + cols
     stride = tl.num_programs(0).to(tl.int64) * NCH * C
     pf = p.to(tl.float32)[:, None]
-    for side in tl.static_range(2):
-        if side == 0:
-            j = s - 1 + p
-            valid = (j >= 0) & (s + p < T)
-            dist = BT - 1 - pf
-            S = SL
-        else:
-            j = s + 1 + p
-            valid = j < T
-            dist = pf
-            S = SR
-        gg, m = _tile(G, base, j, valid, cols, cmask, C, 0.0)
-        yy, _ = _tile(Y, base, j, valid, cols, cmask, C, 0.0)
-        lz, _ = _tile(LZ, base, j, valid, cols, cmask, C, 0.0)
-        x = tl.where(m, -lz - dist * w[None, :], NEG)
-        o = tl.max(x, axis=0)
-        e = tl.where(m, tl.exp2(x - o[None, :]), 0.0)
-        eg = e * gg
-        egy = eg * yy
-        tl.store(S + plane, tl.sum(eg, axis=0), mask=cmask)
-        tl.store(S + stride + plane, tl.sum(egy, axis=0), mask=cmask)
-        tl.store(S + 2 * stride + plane, tl.sum(dist * eg, axis=0), mask=cmask)
-        tl.store(S + 3 * stride + plane, tl.sum(dist * egy, axis=0), mask=cmask)
-        tl.store(S + 4 * stride + plane, o, mask=cmask)
+    gg, m = _tile(G, base, j, j < T, cols, cmask, C, 0.0)
+    yy, _ = _tile(Y, base, j, j < T, cols, cmask, C, 0.0)
+    lz, _ = _tile(LZ, base, j, j < T, cols, cmask, C, 0.0)
+    gy = gg * yy
+    _sums5(-lz - (BT - 1 - pf) * w[None, :], m, BT - 1 - pf, gg, gy, SL, plane, stride, cmask)
+    _sums5(-lz - pf * w[None, :], m, pf, gg, gy, SR, plane, stride, cmask)
+
+
+@triton.jit
+def _fwd_carry_kernel(W, S, D, C, NCH, BT: tl.constexpr, BC: tl.constexpr, CB: tl.constexpr):
+    # S, D: (side, field, B, NCH, C). Side 0: CL_{c+1} = CL_c ⋯ SL_c; side 1, chunks in reverse:
+    # CR_{c−1} = CR_c ⋯ SR_c. One program per (b, channel block, side); each thread walks its
+    # channel through the chunks, CB summaries loaded at a time.
+    pid_b = tl.program_id(0)
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
+    side = tl.program_id(2)
+    cmask = cols < C
+    zc = cols * 0
+    dd = tl.load(W + cols, mask=cmask, other=0.0) * (-BT * LOG2E)  # log₂-decay across one chunk
+    stride = tl.num_programs(0).to(tl.int64) * NCH * C
+    S += side * 3 * stride
+    D += side * 3 * stride
+    row0 = pid_b.to(tl.int64) * NCH * C + cols
+    a = tl.zeros([BC], tl.float32)
+    b = tl.zeros([BC], tl.float32)
+    o = tl.full([BC], NEG, tl.float32)
+    for c0 in range(0, NCH, CB):
+        sa = ()
+        sb = ()
+        so = ()
+        for i in tl.static_range(CB):
+            r = c0 + i
+            q = row0 + (r + side * (NCH - 1 - 2 * r)) * C  # chunk r, or NCH−1−r for side 1
+            m = cmask & (zc + r < NCH)
+            sa = sa + (tl.load(S + q, mask=m, other=0.0),)
+            sb = sb + (tl.load(S + stride + q, mask=m, other=0.0),)
+            so = so + (tl.load(S + 2 * stride + q, mask=m, other=NEG),)
+        for i in tl.static_range(CB):
+            r = c0 + i
+            q = row0 + (r + side * (NCH - 1 - 2 * r)) * C
+            m = cmask & (zc + r < NCH)
+            tl.store(D + q, a, mask=m)
+            tl.store(D + stride + q, b, mask=m)
+            tl.store(D + 2 * stride + q, o, mask=m)
+            a, b, o, _ = _join_fwd(a, b, o, dd, sa[i], sb[i], so[i], dd)
 
 
 @triton.jit
@@ -216,51 +203,43 @@ def _bwd_carry_kernel(W, S, D, C, NCH, BT: tl.constexpr, BC: tl.constexpr, CB: t
     cols = tl.program_id(1) * BC + tl.arange(0, BC)
     side = tl.program_id(2)
     cmask = cols < C
-    w = tl.load(W + cols, mask=cmask, other=0.0)
-    rows = tl.arange(0, CB)
-    is_last = (rows == CB - 1)[:, None]
-    zero = tl.zeros([CB, BC], tl.float32)
-    dd = zero - (BT * LOG2E) * w[None, :]
-    nn = zero + BT
-    row0 = pid_b.to(tl.int64) * NCH * C
+    zc = cols * 0
+    dd = tl.load(W + cols, mask=cmask, other=0.0) * (-BT * LOG2E)
+    nt = tl.zeros([BC], tl.float32) + BT  # tokens per chunk
     stride = tl.num_programs(0).to(tl.int64) * NCH * C
     S += side * 5 * stride
     D += side * 5 * stride
-    first = row0 + side * (NCH - 1) * C + cols
-    for f in tl.static_range(4):
-        tl.store(D + f * stride + first, tl.zeros([BC], tl.float32), mask=cmask)
-    tl.store(D + 4 * stride + first, tl.full([BC], NEG, tl.float32), mask=cmask)
-    ca = tl.zeros([BC], tl.float32)
-    cc = tl.zeros([BC], tl.float32)
-    cm = tl.zeros([BC], tl.float32)
-    cn = tl.zeros([BC], tl.float32)
-    co = tl.full([BC], NEG, tl.float32)
-    for blk in range(0, tl.cdiv(NCH, CB)):
-        r = blk * CB + rows
-        c = r + side * (NCH - 1 - 2 * r)
-        dst = c + 1 - 2 * side
-        m = (r < NCH)[:, None] & cmask[None, :]
-        q = row0 + c[:, None] * C + cols[None, :]
-        sa, sc, sm, sn, so, sd, sx = tl.associative_scan(
-            (tl.load(S + q, mask=m, other=0.0), tl.load(S + stride + q, mask=m, other=0.0),
-             tl.load(S + 2 * stride + q, mask=m, other=0.0),
-             tl.load(S + 3 * stride + q, mask=m, other=0.0),
-             tl.load(S + 4 * stride + q, mask=m, other=NEG), dd, nn), 0, _join_bwd)
-        la, lc, lm, ln, lo, _, _ = _join_bwd(ca[None, :], cc[None, :], cm[None, :], cn[None, :],
-                                             co[None, :], zero, zero,
-                                             sa, sc, sm, sn, so, sd, sx)
-        dm = m & ((dst >= 0) & (dst < NCH))[:, None]
-        qd = row0 + dst[:, None] * C + cols[None, :]
-        tl.store(D + qd, la, mask=dm)
-        tl.store(D + stride + qd, lc, mask=dm)
-        tl.store(D + 2 * stride + qd, lm, mask=dm)
-        tl.store(D + 3 * stride + qd, ln, mask=dm)
-        tl.store(D + 4 * stride + qd, lo, mask=dm)
-        ca = _last_row(la, is_last)
-        cc = _last_row(lc, is_last)
-        cm = _last_row(lm, is_last)
-        cn = _last_row(ln, is_last)
-        co = _last_row(lo, is_last)
+    row0 = pid_b.to(tl.int64) * NCH * C + cols
+    a = tl.zeros([BC], tl.float32)
+    c = tl.zeros([BC], tl.float32)
+    mm = tl.zeros([BC], tl.float32)
+    n = tl.zeros([BC], tl.float32)
+    o = tl.full([BC], NEG, tl.float32)
+    for c0 in range(0, NCH, CB):
+        sa = ()
+        sc = ()
+        sm = ()
+        sn = ()
+        so = ()
+        for i in tl.static_range(CB):
+            r = c0 + i
+            q = row0 + (r + side * (NCH - 1 - 2 * r)) * C
+            m = cmask & (zc + r < NCH)
+            sa = sa + (tl.load(S + q, mask=m, other=0.0),)
+            sc = sc + (tl.load(S + stride + q, mask=m, other=0.0),)
+            sm = sm + (tl.load(S + 2 * stride + q, mask=m, other=0.0),)
+            sn = sn + (tl.load(S + 3 * stride + q, mask=m, other=0.0),)
+            so = so + (tl.load(S + 4 * stride + q, mask=m, other=NEG),)
+        for i in tl.static_range(CB):
+            r = c0 + i
+            q = row0 + (r + side * (NCH - 1 - 2 * r)) * C
+            m = cmask & (zc + r < NCH)
+            tl.store(D + q, a, mask=m)
+            tl.store(D + stride + q, c, mask=m)
+            tl.store(D + 2 * stride + q, mm, mask=m)
+            tl.store(D + 3 * stride + q, n, mask=m)
+            tl.store(D + 4 * stride + q, o, mask=m)
+            a, c, mm, n, o, _, _ = _join_bwd(a, c, mm, n, o, dd, nt, sa[i], sc[i], sm[i], sn[i], so[i], dd, nt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,9 +247,9 @@ def _bwd_carry_kernel(W, S, D, C, NCH, BT: tl.constexpr, BC: tl.constexpr, CB: t
 # time (unrolled), right to left from the carry CR and then left to right from the carry CL. The
 # chunk's rows are loaded once into tuples, and the right pass's states wait in tuples for the
 # left (reloading the rows in the left pass instead saves no registers: the compiler hoists the
-# loads; sm_90 build, 185 / 255 registers against 149 / 218). Tile scans of the chunk (tl.associative_scan over tokens)
-# measured 0.147 / 0.265 ms for the forward / backward output kernel where these loops take
-# 0.092 / 0.159 (B=16, T=1024, C=576, H200).
+# loads). On the H200 (B=16, T=1024, C=576) tile scans of the chunk (tl.associative_scan over
+# its tokens) took 0.147 / 0.265 ms for the forward / backward output kernel, these loops 0.092 /
+# 0.159 in base e and 0.045 / 0.084 in base 2 (a single ex2 per exponential, no masks).
 
 
 @triton.jit
@@ -336,42 +315,30 @@ def _fwd_out_kernel(W, U, K, V, CL, CR, Y, LZ, T, C, NCH, BT: tl.constexpr, BC: 
     cmask = cols < C
     w = tl.load(W + cols, mask=cmask, other=0.0) * LOG2E
     u = tl.load(U + cols, mask=cmask, other=0.0) * LOG2E
-    s = ch * BT
     zc = cols * 0  # row tests as vectors: the interpreter refuses a mask mixing scalar and vector
-    n_in = T - s  # rows of the chunk inside the sequence
-    off = pid_b.to(tl.int64) * T * C + s * C
-    Kc = K + off
-    Vc = V + off
+    n_in = T - ch * BT  # rows of the chunk inside the sequence
+    off = pid_b.to(tl.int64) * T * C + ch * BT * C
     q1 = pid_b.to(tl.int64) * NCH * C + ch * C + cols
     stride = tl.num_programs(0).to(tl.int64) * NCH * C
     ks = ()
     vs = ()
     for i in tl.static_range(BT):
         ok = cmask & (zc + i < n_in)
-        ks = ks + (tl.load(Kc + i * C + cols, mask=ok, other=NEG) * LOG2E,)
-        vs = vs + (tl.load(Vc + i * C + cols, mask=ok, other=0.0),)
-    # right, t = s+BT−1 … s: R_t = R_{t+1} after token t+1
+        ks = ks + (tl.load(K + off + i * C + cols, mask=ok, other=NEG) * LOG2E,)
+        vs = vs + (tl.load(V + off + i * C + cols, mask=ok, other=0.0),)
+    # right, t = s+BT−1 … s: R_t, then token t taken in (R_{t−1})
     ra, rb, ro = _load3(CR, q1, stride, cmask)
-    ok = cmask & (zc + BT < n_in)
-    nk = tl.load(Kc + BT * C + cols, mask=ok, other=NEG) * LOG2E
-    nv = tl.load(Vc + BT * C + cols, mask=ok, other=0.0)
     ras = ()
     rbs = ()
     ros = ()
     for i in tl.static_range(BT):
-        ra, rb, ro = _absorb_fwd(ra, rb, ro, nk, nv, w)
         ras = ras + (ra,)
         rbs = rbs + (rb,)
         ros = ros + (ro,)
-        nk = ks[BT - 1 - i]
-        nv = vs[BT - 1 - i]
-    # left, t = s … s+BT−1: L_t = L_{t−1} after token t−1; then token t itself (q = u + k_t)
+        ra, rb, ro = _absorb_fwd(ra, rb, ro, ks[BT - 1 - i], vs[BT - 1 - i], w)
+    # left, t = s … s+BT−1: L_t with R_t and token t itself (q = u + k_t); then token t taken in
     la, lb, lo = _load3(CL, q1, stride, cmask)
-    ok = cmask & (zc + s >= 1)
-    pk = tl.load(Kc - C + cols, mask=ok, other=NEG) * LOG2E
-    pv = tl.load(Vc - C + cols, mask=ok, other=0.0)
     for i in tl.static_range(BT):
-        la, lb, lo = _absorb_fwd(la, lb, lo, pk, pv, w)
         ra = ras[BT - 1 - i]
         rb = rbs[BT - 1 - i]
         ro = ros[BT - 1 - i]
@@ -384,8 +351,7 @@ def _fwd_out_kernel(W, U, K, V, CL, CR, Y, LZ, T, C, NCH, BT: tl.constexpr, BC: 
         ok = cmask & (zc + i < n_in)
         tl.store(Y + off + i * C + cols, (fl * la + fr * ra + fq * vs[i]) * _rcp(den), mask=ok)
         tl.store(LZ + off + i * C + cols, M + _lg2(den), mask=ok)
-        pk = ks[i]
-        pv = vs[i]
+        la, lb, lo = _absorb_fwd(la, lb, lo, ks[i], vs[i], w)
 
 
 @triton.jit
@@ -405,10 +371,9 @@ def _bwd_out_kernel(W, U, K, V, Y, LZ, G, CL, CR, GK, GV, GWP, GUP, T, C, NCH,
     cmask = cols < C
     w = tl.load(W + cols, mask=cmask, other=0.0) * LOG2E
     u = tl.load(U + cols, mask=cmask, other=0.0) * LOG2E
-    s = ch * BT
     zc = cols * 0
-    n_in = T - s
-    off = pid_b.to(tl.int64) * T * C + s * C
+    n_in = T - ch * BT
+    off = pid_b.to(tl.int64) * T * C + ch * BT * C
     q1 = pid_b.to(tl.int64) * NCH * C + ch * C + cols
     stride = tl.num_programs(0).to(tl.int64) * NCH * C
     ks = ()
@@ -427,25 +392,20 @@ def _bwd_out_kernel(W, U, K, V, Y, LZ, G, CL, CR, GK, GV, GWP, GUP, T, C, NCH,
     gu = tl.zeros([BC], tl.float32)
     # right, t = s+BT−1 … s: keys −log₂ Z_i, values g_i and g_i·y_i of the tokens i > t
     ra, rc, rm, rn, ro = _load5(CR, q1, stride, cmask)
-    _, _, ng, ny, nx = _bwd_rows(K, V, G, Y, LZ, off + BT * C, cmask & (zc + BT < n_in), cols)
     gvr = ()
     gcr = ()
     for i in tl.static_range(BT):
-        ra, rc, rm, rn, ro = _absorb_bwd(ra, rc, rm, rn, ro, nx, ng, ng * ny, w)
         kt = ks[BT - 1 - i]
         vt = vs[BT - 1 - i]
+        gt = gs[BT - 1 - i]
         er = tl.exp2(kt + ro)  # 0 outside the sequence (kt = NEG)
         gvr = gvr + (er * ra,)
         gcr = gcr + (er * rc,)
         gw += er * (vt * rm - rn)
-        nx = xs[BT - 1 - i]
-        ng = gs[BT - 1 - i]
-        ny = ys[BT - 1 - i]
-    # left, t = s … s+BT−1, then token t itself (P_tt = 2^{u + k_t − log₂ Z_t})
+        ra, rc, rm, rn, ro = _absorb_bwd(ra, rc, rm, rn, ro, xs[BT - 1 - i], gt, gt * ys[BT - 1 - i], w)
+    # left, t = s … s+BT−1, with token t itself (P_tt = 2^{u + k_t − log₂ Z_t})
     la, lc, lm, ln, lo = _load5(CL, q1, stride, cmask)
-    _, _, pg, py, px = _bwd_rows(K, V, G, Y, LZ, off - C, cmask & (zc + s >= 1), cols)
     for i in tl.static_range(BT):
-        la, lc, lm, ln, lo = _absorb_bwd(la, lc, lm, ln, lo, px, pg, pg * py, w)
         kt = ks[i]
         vt = vs[i]
         gt = gs[i]
@@ -459,15 +419,9 @@ def _bwd_out_kernel(W, U, K, V, Y, LZ, G, CL, CR, GK, GV, GWP, GUP, T, C, NCH,
         tl.store(GK + off + i * C + cols, vt * gv - gc, mask=ok)
         gw += el * (vt * lm - ln)
         gu += ps * gt * (vt - yt)
-        px = xs[i]
-        pg = gt
-        py = yt
+        la, lc, lm, ln, lo = _absorb_bwd(la, lc, lm, ln, lo, xs[i], gt, gt * yt, w)
     tl.store(GWP + q1, -gw, mask=cmask)
     tl.store(GUP + q1, gu, mask=cmask)
-
-
-def _carry_block(nch: int) -> int:
-    return min(64, max(16, triton.next_power_of_2(nch)))
 
 
 def _tiles(bt, bc, num_warps, carry_bc, carry_warps):
@@ -489,7 +443,7 @@ def wkv_forward(w, u, k, v, bt: int | None = None, bc: int | None = None, num_wa
     lz = torch.empty_like(k)
     _fwd_summary_kernel[grid3](w, k, v, summ[0], summ[1], T, C, nch, BT=bt, BC=bc, num_warps=num_warps)
     _fwd_carry_kernel[(B, triton.cdiv(C, carry_bc), 2)](w, summ, carry, C, nch, BT=bt, BC=carry_bc,
-                                                         CB=_carry_block(nch), num_warps=carry_warps)
+                                                         CB=CARRY_UNROLL, num_warps=carry_warps)
     _fwd_out_kernel[grid3](w, u, k, v, carry[0], carry[1], y, lz, T, C, nch, BT=bt, BC=bc,
                            num_warps=num_warps)
     return y, lz
@@ -510,7 +464,7 @@ def wkv_backward(w, u, k, v, y, lz, g, bt: int | None = None, bc: int | None = N
     part = torch.empty((2, B * nch, C), device=k.device, dtype=torch.float32)  # ∂w, ∂u per (b, chunk)
     _bwd_summary_kernel[grid3](w, y, lz, g, summ[0], summ[1], T, C, nch, BT=bt, BC=bc, num_warps=num_warps)
     _bwd_carry_kernel[(B, triton.cdiv(C, carry_bc), 2)](w, summ, carry, C, nch, BT=bt, BC=carry_bc,
-                                                         CB=_carry_block(nch), num_warps=carry_warps)
+                                                         CB=CARRY_UNROLL, num_warps=carry_warps)
     _bwd_out_kernel[grid3](w, u, k, v, y, lz, g, carry[0], carry[1], gk, gv, part[0], part[1], T, C, nch,
                            BT=bt, BC=bc, num_warps=num_warps)
     return part.sum(1), gk, gv

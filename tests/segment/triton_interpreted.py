@@ -77,7 +77,7 @@ def wkv_cases() -> list[dict]:
     from segment.wkv import bi_wkv
 
     out = []
-    for B, T, C, bt in [(2, 33, 5, 16), (1, 530, 3, 8), (2, 77, 40, 32)]:
+    for B, T, C, bt in [(2, 33, 5, 16), (1, 530, 3, 8), (2, 77, 40, 32), (2, 5, 3, 16)]:
         g = torch.Generator().manual_seed(T)
         w = torch.randn(C, generator=g) * 3 / T
         u = torch.randn(C, generator=g) * 0.3
