@@ -1,18 +1,17 @@
 """Registers and spill stack of every Triton kernel, built for the H200 (sm_90) on any machine.
 
-Run by hand: ``python benchmarks/kernel_resources.py [--variants ...] [--loop]``. No GPU needed: each
+Run by hand: ``python benchmarks/kernel_resources.py [--variants ...] [--unroll]``. No GPU needed: each
 kernel is compiled with the tiles its launcher picks for every depthwise layer of the variants
 (bf16) and for the Bi-WKV default tile, and ``cuobjdump`` reads the binary. A kernel at 255
 registers with a stack spills to local memory; the table prints the ratio to the 64 K registers
 of an SM as the number of programs that fit at the launch's warps.
 
-Read 2026-12-01 (Triton 3.9): the forward and ∂x depthwise kernels unroll all K² taps
-(``tl.static_range``) and spill: 5×5 mostly at 255 registers with 16–312 bytes of stack, 9×9 at
-32 registers with 4.6–8.5 KB of stack per thread. Looping over the taps (``range``) instead
-removes the stack (36–145 registers, ``--loop``); not yet timed on the GPU, so unrolled stays the default
-and the figures in ``benchmarks/model.py`` and ``benchmarks/dwconv.py`` are of that form. The
-∂w kernel (K passes, a (KP, BW, BC) accumulator) holds 96–140 registers, no stack. Bi-WKV: the
-backward carry kernel spills 32 bytes at 255 registers; the output kernels hold 120 and 194.
+Read 2026-12-01 (Triton 3.9): unrolled over all K² taps (``--unroll``), the forward and ∂x
+depthwise kernels spill: 5×5 mostly at 255 registers with 16–312 bytes of stack, 9×9 at 32
+registers with 4.6–8.5 KB of stack per thread. Looped over the taps (the default) they hold
+36–145 registers and no stack; the ∂w kernel (K passes, a (KP, BW, BC) accumulator) 96–140.
+Bi-WKV at the default tiles: summaries 76 / 96, carries 108 / 139, outputs 106 / 211 registers
+(forward / backward), no stack.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from dwconv import layers  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="rwkv_unet_t,rwkv_unet")
-    ap.add_argument("--loop", action="store_true", help="depthwise forward/∂x with looped taps (unroll=False)")
+    ap.add_argument("--unroll", action="store_true", help="depthwise forward/∂x with the taps unrolled")
     a = ap.parse_args()
     seen = set()
     print(f"{'kernel':22s} {'config':48s} {'regs':>5s} {'stack B':>8s} {'programs/SM':>12s}")
@@ -38,7 +37,7 @@ def main() -> None:
     for name in a.variants.split(","):
         for _, C, _, W, K, S in layers(name):
             builds += [(f"C={C} W={W} K={K} S={S}", b)
-                       for b in dwconv_builds(K, S, width=W, C=C, unroll=not a.loop)]
+                       for b in dwconv_builds(K, S, width=W, C=C, unroll=a.unroll)]
     for label, build in builds:
         fn, _, constexprs, warps = build
         key = (fn.__name__, tuple(sorted(constexprs.items())), warps)

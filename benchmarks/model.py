@@ -10,7 +10,17 @@ step (forward, backward, AdamW with ``capturable=True``) captured once in a CUDA
 replayed (``cudagraph``); ``--compile`` adds torch.compile runs. ``--configs`` filters by label.
 
 Measured 2026-12-01 on one H200 (torch 2.11, Triton 3.6), every step in a CUDA graph, img/s,
-official in brackets; one run for T and B, S from two runs of the same code (marked *):
+official in brackets. Latest kernels (token-loop Bi-WKV, looped depthwise taps), one run of all
+three variants; T again after the last WKV change (573):
+
+    config (bf16)                                               T              S              B
+    train cudagraph, dwconv=auto, fused AdamW                 577 (251)      430 (186)      327 (149)
+    infer cudagraph, dwconv=auto                             1960 (1089)    1467 (776)     1122 (596)
+
+Training bf16 over official: T 2.30×, S 2.31×, B 2.19×; inference T 1.80×, S 1.89×, B 1.88×.
+
+Earlier the same day, previous kernels (tile-scan Bi-WKV, unrolled depthwise taps); one run for
+T and B, S from two runs (marked *):
 
     config (bf16 unless fp32)                                   T              S              B
     train cudagraph, dwconv=cudnn (all cuDNN, baseline)       372            282*           222
@@ -19,20 +29,19 @@ official in brackets; one run for T and B, S from two runs of the same code (mar
     train fp32 cudagraph, dwconv=auto, fused AdamW            422 (212)       -             193 (128)
     infer cudagraph, dwconv=auto                             1864 (1089)      -            1047 (596)
 
-Training bf16 over official: T 2.20×, S 2.18×, B 2.05×; over the all-cuDNN graph of the same
-run: T 1.49×, B 1.38×. fp32: T 1.99×, B 1.51×. Inference: T 1.71×, B 1.76×.
-``dwconv=auto`` runs the 9×9 decoder convs through the Triton kernels and the 5×5 encoder convs
-through cuDNN, each the faster there (``benchmarks/dwconv.py``); fused AdamW is one kernel per
-step instead of the foreach passes. The ∂w kernel now reads ∂y once per kernel row (3.56 ms of
-a T step under the profiler, 4.6 ms before).
+Training bf16 over the all-cuDNN graph of the same run: T 1.49×, B 1.38×. fp32 over official:
+T 1.99×, B 1.51×. ``dwconv=auto`` runs the 9×9 decoder convs through the Triton kernels and the 5×5
+encoder convs through cuDNN, each the faster there (``benchmarks/dwconv.py``); fused AdamW is one
+kernel per step instead of the foreach passes. The ∂w kernel reads ∂y once per kernel row (3.56
+ms of a T step under the profiler, 4.6 ms before).
 
 2026-11-28 (an earlier kernel set, foreach AdamW): cudagraph + Triton dwconv T 482, S 356,
 B 260; cudagraph + cuDNN 432 / 326 / 250. Eager steps on that host were host-bound (T with cuDNN
 310 against 410 in the first session; GPU time of a T step 32.7 ms, the eager step 50–70 ms).
 First session, eager on a faster host, dwconv=cudnn: T 410, S 222, B 235.
-torch.compile: not measured with the custom ops. A GPU run showed Dynamo tracing the import in
-the Triton-availability check (a graph break at every fused op, then recompilations per block);
-the check is now a trace-time constant (tested on the CPU), not yet timed on the GPU.
+torch.compile: not timed with the custom ops. A GPU run showed Dynamo tracing the import in the
+Triton-availability check (a graph break at every fused op); the check is now a trace-time
+constant, and the GPU test of a fullgraph compile through both custom ops passes.
 Profile of one eager T step (``--profile rwkv_unet_t``, bf16, channels_last, Triton dwconv, CUDA
 time under the profiler): 31.6 ms, of which ∂w 3.56 ms, ∂x 2.52 ms, forward 1.48 ms; BatchNorm
 ~4.1 ms in four kernels, LayerNorm ~2.6 ms, bilinear resizes ~1.5 ms, many unfused elementwise

@@ -11,29 +11,31 @@ Run by hand: ``python benchmarks/wkv.py [--device cpu|cuda] [--out FILE.json]``.
   bandwidth; the floor is 8 fp32 tensors moved once (forward: read k, v, write y; backward:
   read k, v, ∂y, write ∂k, ∂v) at that bandwidth. The official CUDA kernel took 1.0 ms.
 
-Measured 2026-11-28 (GPU: one H200, torch 2.11, Triton 3.6; CPU: 2 shared cores, torch 2.13).
-Second session, after the chunk carries became blocked scans (one program per (b, channel
-block) scanning 64 chunk summaries at a time instead of one chunk per step):
+GPU, measured 2026-12-01 on one H200 (torch 2.11, Triton 3.6), kernel rows replayed from CUDA
+graphs, copy bandwidth 4.22 TB/s, floor 0.0715 ms:
 
-    GPU, B=16 T=1024 C=576 fp32          fwd ms   bwd ms   fwd+bwd ms   × floor (0.073 ms)
-    triton chunked BT=16 BC=32 warps=2    0.230    0.464      0.694          9.5   (default)
-    triton chunked BT=32 BC=16 warps=2    0.259    0.558      0.817         11.2
-    triton chunked BT=32 BC=32 warps=4    0.309    0.614      0.923         12.7
-    triton sequential BT=16 BC=16 w=1     0.693    0.562      1.255         17.2   (first version, since removed)
-    bi_wkv(triton), custom op + autograd  0.230      -        1.201         16.5
-    scan (torch, autograd)                2.84       -        6.94          95
-    dense                                 out of memory (B·C·T² logits)
-    official CUDA kernel (issue 5)                            1.0           13.7
-    copy bandwidth 4.15 TB/s; bi_wkv(triton) fwd+bwd peak 234 MiB, scan 760 MiB.
+    B=16 T=1024 C=576 fp32                         fwd ms   bwd ms   fwd+bwd ms   × floor
+    triton, chunks of 16, carries 32/1 (default)    0.080    0.147      0.227         3.17
+    same, carries 64/2                              0.081    0.147      0.228
+    chunks of 8                                     0.097    0.163      0.260
+    chunks of 32 (backward output kernel spills)    0.087    0.210      0.296
+    earlier the same day: halo rows, tile-scan
+      carries, base e, single-exp absorbs           0.166    0.242      0.408
+    tile scans in the output kernels (until then)   0.225    0.462      0.687          9.7
+    bi_wkv(triton), custom op + autograd, eager     0.321      -        1.387
+    scan (torch, autograd, eager)                   2.99       -        7.62
+    dense                                           out of memory (B·C·T² logits)
+    official CUDA kernel (issue 5)                                      1.0          14
 
-Since 2026-12-01 the kernel rows are timed in CUDA graphs (the figures above were eager
-``do_bench``, launch-bound only where a call is shorter than its launches) and the tile list adds
-lower-register candidates and an 8-warp carry scan (see ``gpu_table``); not yet run.
+Against the issue's own floor for the official kernel's bytes (about 0.09 ms) the default is
+2.5×. Per kernel (ms, torch profiler): forward summaries 0.024, carries 0.008, outputs 0.045;
+backward summaries 0.039, carries 0.013, outputs 0.087, the ∂w/∂u reduction 0.010. Under Nsight
+Compute the summary kernels move 75 % of the DRAM peak, the output kernels 64–65 % (occupancy
+23 % / 12 %; 106 and 211 registers per thread in Triton 3.9's sm_90 build), the carries 29–41 % (6.5 % occupancy: one warp
+per 32 channels and direction). The eager bi_wkv line is host-bound (custom-op dispatch and
+autograd); the training step replays it from a CUDA graph (``benchmarks/model.py``).
 
-The blocked carry scan changed nothing measurable (0.683 ms before), so the chunk kernels
-themselves (two tile scans of 4- and 7-tuples per token, six shifted tile loads) bound the time,
-not the carry chain. The bi_wkv line includes the host's custom-op dispatch and autograd, which
-the GPU waits for at this size.
+CPU, measured 2026-11-28 (2 shared cores, torch 2.13):
 
     CPU, B=1 C=576        scan fwd / fwd+bwd, peak      dense fwd / fwd+bwd, peak
     T=1 024               24 / 47 ms, 50 MiB             4.1 / 11.7 s, 4.6 / 6.9 GiB
