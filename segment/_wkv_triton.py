@@ -18,7 +18,7 @@ Forward: the left state (tokens i < t), the right state (i > t) and token t (q =
 y_t and log₂ Z_t, both kept for the backward pass.
 
 Backward (§5.1, with h_t = g_t/Z_t): the same two passes over keys −log₂ Z_t and values g_t and
-g_t·y_t, plus first distance moments (m ← e^{d₂}(m₁ + n₂ a₁) + m₂; one token: m ← e^{−w}(m + a)),
+g_t·y_t, plus first distance moments (m ← 2^{d₂}(m₁ + n₂ a₁) + m₂; one token: m ← 2^{−w}(m + a)),
 give
 ∂v_i = Σ_t P_{t,i} g_t, ∂k_i = v_i ∂v_i − Σ_t P_{t,i} g_t y_t,
 ∂w = −Σ_i [v_i Σ_t (|t−i|−1) P_{t,i} g_t − Σ_t (|t−i|−1) P_{t,i} g_t y_t],
@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-NEG = tl.constexpr(-1.0e30)  # offset of an empty segment (finite: exp(NEG − M) = 0 without NaN)
+NEG = tl.constexpr(-1.0e30)  # offset of an empty segment (finite: 2^(NEG − M) = 0 without NaN)
 LOG2E = tl.constexpr(1.4426950408889634)  # keys, decays and offsets are kept in base 2 (ex2 is one instruction)
 _ASM = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")  # PTX approximations (not in the interpreter)
 
@@ -431,7 +431,7 @@ def _tiles(bt, bc, num_warps, carry_bc, carry_warps):
 
 def wkv_forward(w, u, k, v, bt: int | None = None, bc: int | None = None, num_warps: int | None = None,
                 carry_bc: int | None = None, carry_warps: int | None = None):
-    """Chunk-parallel forward on contiguous fp32 tensors; returns (y, log Z). Tiles default to
+    """Chunk-parallel forward on contiguous fp32 tensors; returns (y, log₂ Z). Tiles default to
     the module's constants (chunk and carry tiles)."""
     bt, bc, num_warps, carry_bc, carry_warps = _tiles(bt, bc, num_warps, carry_bc, carry_warps)
     B, T, C = k.shape
