@@ -49,17 +49,18 @@ CARRY_UNROLL = 16
 
 
 @triton.jit
-def _join_fwd(a1, b1, o1, d1, a2, b2, o2, d2):
+def _join_fwd(a1, b1, o1, a2, b2, o2, d2):
+    # X₁ then X₂, X₂ of log₂-decay d₂
     o1s = o1 + d2
     o = tl.maximum(o1s, o2)
     f1 = tl.exp2(o1s - o)
     f2 = tl.exp2(o2 - o)
-    return a1 * f1 + a2 * f2, b1 * f1 + b2 * f2, o, d1 + d2
+    return a1 * f1 + a2 * f2, b1 * f1 + b2 * f2, o
 
 
 @triton.jit
-def _join_bwd(a1, c1, m1, n1, o1, d1, x1, a2, c2, m2, n2, o2, d2, x2):
-    # a: Σ g·e^{..}, c: Σ g·y·e^{..}, m, n: first distance moments of a and c, x: token count
+def _join_bwd(a1, c1, m1, n1, o1, a2, c2, m2, n2, o2, d2, x2):
+    # a: Σ g·2^{..}, c: Σ g·y·2^{..}, m, n: first distance moments of a and c; X₂ holds x₂ tokens
     o1s = o1 + d2
     o = tl.maximum(o1s, o2)
     f1 = tl.exp2(o1s - o)
@@ -70,8 +71,6 @@ def _join_bwd(a1, c1, m1, n1, o1, d1, x1, a2, c2, m2, n2, o2, d2, x2):
         (m1 + x2 * a1) * f1 + m2 * f2,
         (n1 + x2 * c1) * f1 + n2 * f2,
         o,
-        d1 + d2,
-        x1 + x2,
     )
 
 
@@ -193,7 +192,7 @@ def _fwd_carry_kernel(W, S, D, C, NCH, BT: tl.constexpr, BC: tl.constexpr, CB: t
             tl.store(D + q, a, mask=m)
             tl.store(D + stride + q, b, mask=m)
             tl.store(D + 2 * stride + q, o, mask=m)
-            a, b, o, _ = _join_fwd(a, b, o, dd, sa[i], sb[i], so[i], dd)
+            a, b, o = _join_fwd(a, b, o, sa[i], sb[i], so[i], dd)
 
 
 @triton.jit
@@ -239,7 +238,7 @@ def _bwd_carry_kernel(W, S, D, C, NCH, BT: tl.constexpr, BC: tl.constexpr, CB: t
             tl.store(D + 2 * stride + q, mm, mask=m)
             tl.store(D + 3 * stride + q, n, mask=m)
             tl.store(D + 4 * stride + q, o, mask=m)
-            a, c, mm, n, o, _, _ = _join_bwd(a, c, mm, n, o, dd, nt, sa[i], sc[i], sm[i], sn[i], so[i], dd, nt)
+            a, c, mm, n, o = _join_bwd(a, c, mm, n, o, sa[i], sc[i], sm[i], sn[i], so[i], dd, nt)
 
 
 # ---------------------------------------------------------------------------------------------
