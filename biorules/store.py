@@ -8,7 +8,9 @@ cell interrupted mid-write still reads as pending and is redone. ``finished_cell
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import uuid
 import warnings
@@ -25,6 +27,85 @@ STORE_VERSION = 1
 
 STATUS = {"pending": 0, "done": 1, "diverged": 2, "failed": 3}
 """``status`` codes (CF flags): a cell is finished when done, diverged or failed."""
+
+
+SEGMENT_TITLE = "biorules segment run"
+"""The ``title`` attr of segmentation stores (which recognises older ones without a version)."""
+
+CHECKPOINT_MARKER = ".biorules-checkpoints"
+"""The file that marks a checkpoint folder as written by this tool."""
+
+_LEGACY_CHECKPOINT = re.compile(r"(split\d+_(last|best)\.pt|\.split\d+_(last|best)\.pt\.tmp\d+)")
+
+
+def _root_attrs(path: Path) -> dict[str, Any] | None:
+    """The root attrs of a zarr store at ``path`` (v3 ``zarr.json`` or v2 ``.zattrs``), or None."""
+    for name, key in (("zarr.json", "attributes"), (".zattrs", None)):
+        meta = path / name
+        if meta.is_file():
+            try:
+                doc = json.loads(meta.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                return None
+            attrs = doc.get(key, {}) if key else doc
+            return attrs if isinstance(attrs, dict) else None
+    return None
+
+
+def written_here(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a store or checkpoint folder this tool wrote (and may replace).
+
+    A store carries ``store_version`` (or, for segmentation stores of older versions, the
+    segment run ``title``) in its root attrs; a checkpoint folder carries
+    :data:`CHECKPOINT_MARKER` or holds nothing but this tool's checkpoint files.
+    """
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        return False
+    attrs = _root_attrs(path)
+    if attrs is not None:
+        return "store_version" in attrs or attrs.get("title") == SEGMENT_TITLE
+    if (path / CHECKPOINT_MARKER).is_file():
+        return True
+    names = [p.name for p in path.iterdir()]
+    return bool(names) and all(p.is_file() and _LEGACY_CHECKPOINT.fullmatch(p.name) for p in path.iterdir())
+
+
+def replace_written(path: str | os.PathLike, option: str = "--out") -> None:
+    """Remove ``path`` for ``--overwrite``, but only when this tool wrote it (or it is empty).
+
+    Anything else (a user's folder, a file) is refused with one line naming it and nothing is
+    touched: ``--overwrite`` never deletes data this tool did not write.
+    """
+    path = Path(path)
+    check_replaceable(path, option)
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def check_replaceable(path: str | os.PathLike, option: str = "--out") -> None:
+    """Raise InputError unless ``path`` is absent, an empty folder, or written by this tool."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return
+    if not written_here(path):
+        kind = "folder" if path.is_dir() and not path.is_symlink() else "file"
+        raise InputError(
+            f"{option} {path} is a {kind} that biorules did not write; --overwrite replaces only "
+            "its own stores and checkpoints, so move it away or choose another path"
+        )
+
+
+def mark_checkpoints(path: str | os.PathLike) -> Path:
+    """Create the checkpoint folder ``path`` with its :data:`CHECKPOINT_MARKER`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CHECKPOINT_MARKER).write_text("checkpoints written by biorules segment\n")
+    return path
 
 
 def status_variable(dims: tuple[str, ...], shape: tuple[int, ...]) -> xr.Variable:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -32,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from biorules.errors import InputError
+from biorules.store import check_replaceable, mark_checkpoints, replace_written
 from segment import metrics as M
 from segment import results as R
 from segment.data import Dataset, DatasetInfo, Record, open_dataset, verify
@@ -504,6 +504,9 @@ def _train(cfg: TrainConfig, out, resume: bool, overwrite: bool, progress: bool,
     ckdir = checkpoint_dir(out)
     if out.exists() and not (resume or overwrite):
         raise InputError(f"--out {out} exists; pass --resume to continue it or --overwrite to replace it")
+    if overwrite and not resume:  # refused before any work: --overwrite replaces only our own outputs
+        check_replaceable(out, "--out")
+        check_replaceable(ckdir, "--out's checkpoint folder")
     ds, splits = prepare(cfg, progress=progress and rank == 0)
     info = ds.info
     if info.name == "cvc-clinicdb" and splits[0].seed >= 0:
@@ -528,12 +531,11 @@ def _train(cfg: TrainConfig, out, resume: bool, overwrite: bool, progress: bool,
                 if diff or not a:
                     raise InputError(f"--resume: {out} was made with other options ({', '.join(diff) or 'unknown'})")
         else:
-            if out.exists():
-                shutil.rmtree(out)
-            shutil.rmtree(ckdir, ignore_errors=True)  # checkpoints of an earlier store at this path
+            replace_written(out, "--out")
+            replace_written(ckdir, "--out's checkpoint folder")
             out.parent.mkdir(parents=True, exist_ok=True)
             R.create(out, tmpl)
-        ckdir.mkdir(parents=True, exist_ok=True)
+        mark_checkpoints(ckdir)
     if size > 1:
         dist.barrier()
     dims = R.all_dims(tmpl)
@@ -830,11 +832,13 @@ def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None = None, d
 
     if empty not in M.POLICIES:
         raise InputError(f"--empty must be one of {', '.join(M.POLICIES)}")
+    if out is not None and Path(out).exists() and not overwrite:
+        raise InputError(f"--out {out} exists; pass --overwrite to replace it")
+    if out is not None:
+        check_replaceable(out, "--out")
     dev = resolve_device(device)
     model, meta = model_from_checkpoint(checkpoint, dev)
     name = dataset or str(meta["dataset"])
-    if out is not None and Path(out).exists() and not overwrite:
-        raise InputError(f"--out {out} exists; pass --overwrite to replace it")
     ds = open_dataset(name, data_dir)
     problems = verify(ds, progress=progress)
     if problems:
@@ -864,8 +868,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None = None, d
             write_test(path, 0, ev, images, R.all_dims(tmpl), -1)
             return R.open_results(path).load()
     out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
+    replace_written(out, "--out")
     out.parent.mkdir(parents=True, exist_ok=True)
     R.create(out, tmpl)
     write_test(out, 0, ev, images, R.all_dims(tmpl), -1)

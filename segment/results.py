@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from biorules.store import SEGMENT_TITLE
+
 STATUS_PENDING, STATUS_TRAINING, STATUS_DONE = 0, 1, 2
 
 EPOCH_VARS: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -125,7 +127,7 @@ def open_results(path: str | Path) -> xr.Dataset:
 
 def run_attrs(config: Mapping[str, object], splits_json: Sequence[str], command: Sequence[str] | None) -> dict[str, str]:
     return {
-        "title": "biorules segment run",
+        "title": SEGMENT_TITLE,
         "config": json.dumps(dict(config), sort_keys=True),
         "splits": json.dumps([json.loads(s) for s in splits_json]),
         "versions": json.dumps(versions(), sort_keys=True),

@@ -74,3 +74,61 @@ def test_not_a_store(tmp_path):
     (tmp_path / "junk.zarr").mkdir()
     with pytest.raises(InputError, match="not a readable zarr store"):
         store.open_store(tmp_path / "junk.zarr")
+
+
+def _dir_digest(path):
+    """Names, sizes and bytes of every file below ``path``: equal digests mean nothing changed."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        h.update(str(p.relative_to(path)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_replace_written_removes_only_this_tools_outputs(tmp_path):
+    ours = tmp_path / "s.zarr"
+    store.create(ours, _template(), ("gain", "seed"))
+    assert store.written_here(ours)
+    store.replace_written(ours)
+    assert not ours.exists()
+
+    ckpt = store.mark_checkpoints(tmp_path / "run.ckpt")
+    (ckpt / "split0_last.pt").write_bytes(b"x")
+    assert store.written_here(ckpt)
+    store.replace_written(ckpt)
+    assert not ckpt.exists()
+    legacy = tmp_path / "old.ckpt"  # checkpoint folders written before the marker existed
+    legacy.mkdir()
+    (legacy / "split0_best.pt").write_bytes(b"x")
+    assert store.written_here(legacy)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    store.replace_written(empty)
+    assert not empty.exists()
+
+
+@pytest.mark.parametrize("kind", ["user-folder", "other-zarr", "file", "ckpt-with-extra"])
+def test_replace_written_refuses_what_it_did_not_write(tmp_path, kind):
+    path = tmp_path / "target"
+    if kind == "user-folder":
+        path.mkdir()
+        (path / "thesis.tex").write_text("years of work")
+        (path / "sub").mkdir()
+        (path / "sub" / "data.csv").write_text("1,2")
+    elif kind == "other-zarr":
+        xr.Dataset({"v": ("x", np.arange(3))}).to_zarr(path)
+    elif kind == "file":
+        path.write_text("not a folder")
+    else:
+        path.mkdir()
+        (path / "split0_last.pt").write_bytes(b"x")
+        (path / "notes.txt").write_text("mine")
+    before = _dir_digest(tmp_path)
+    assert not store.written_here(path)
+    with pytest.raises(InputError, match="biorules did not write"):
+        store.replace_written(path, "--out")
+    assert _dir_digest(tmp_path) == before

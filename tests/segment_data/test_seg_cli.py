@@ -89,6 +89,39 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, capsys, case:
     assert not out.exists() and not (tmp_path / "out.ckpt").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_overwrite_refuses_a_folder_it_did_not_write(tmp_path: Path, capsys, command: str) -> None:
+    """--overwrite on a user's folder: one line, exit 2, every file still there, byte for byte."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("a user's notes")
+    (out / "figures").mkdir()
+    (out / "figures" / "fig1.png").write_bytes(b"\x89PNG...")
+    before = sorted((p.relative_to(out), p.read_bytes() if p.is_file() else b"") for p in out.rglob("*"))
+    if command == "train":
+        args = ["segment", *TINY, "--out", str(out), "--overwrite"]
+    else:
+        ck = tmp_path / "ck.pt"
+        ck.write_bytes(b"junk")  # refused before the checkpoint is even read
+        args = ["segment", "eval", "--checkpoint", str(ck), "--device", "cpu", "--out", str(out), "--overwrite"]
+    code, _, err = run(args, capsys)
+    assert code == 2, err
+    assert err.count("\n") == 1 and "biorules did not write" in err and str(out) in err, err
+    after = sorted((p.relative_to(out), p.read_bytes() if p.is_file() else b"") for p in out.rglob("*"))
+    assert after == before
+
+
+def test_overwrite_replaces_its_own_store(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run.zarr"
+    code, _, err = run(["segment", *TINY, "--out", str(out)], capsys)
+    assert code == 0, err
+    (tmp_path / "run.ckpt" / "split0_last.pt").write_bytes(b"stale")
+    code, _, err = run(["segment", *TINY, "--out", str(out), "--overwrite"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "run.ckpt" / "split0_last.pt").read_bytes() != b"stale"
+    assert int(open_results(out)["status"].values[0]) == 2
+
+
 def test_verify_lists_every_problem(tmp_path: Path, capsys) -> None:
     fx.make_glas(tmp_path)
     (tmp_path / "train_1.bmp").write_bytes(b"junk")
