@@ -1,9 +1,12 @@
-"""Zarr stores of xarray results: create a template, fill it cell by cell, resume, open safely.
+"""Zarr stores of xarray results, one schema for every store (sweep, scan, train, segment runs).
 
 A store is created once from a template (coords, attrs, NaN data, ``status`` = pending) with chunk
 size 1 along every cell dimension, so one cell is one set of chunks and parallel writers never touch
-the same chunk. ``write_cell`` writes a cell's region with ``mode="r+"``, its ``status`` last: a
-cell interrupted mid-write still reads as pending and is redone. ``finished_cells`` drives resume.
+the same chunk. It is written atomically (temp folder, then rename) with consolidated metadata and
+a ``store_version`` attr. ``write_region`` writes a region with ``mode="r+"``, its ``status`` last:
+a cell interrupted mid-write still reads as unfinished and is redone. ``finished_cells`` drives
+resume. Region writes leave the consolidated metadata as it was, which stays right: it holds
+metadata only (names, shapes, chunks, attrs), never data, so readers see the new values.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 import shutil
 import uuid
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +29,12 @@ from biorules.errors import InputError
 STORE_VERSION = 1
 """Schema version written into every store's attrs; older stores are refused with one line."""
 
-STATUS = {"pending": 0, "done": 1, "diverged": 2, "failed": 3}
-"""``status`` codes (CF flags): a cell is finished when done, diverged or failed."""
+STATUS = {"pending": 0, "done": 1, "diverged": 2, "failed": 3, "running": 4}
+"""``status`` codes (CF flags) of every store: a cell is finished when done, diverged or failed;
+``running`` marks one in progress (a segmentation split being trained)."""
+
+FINISHED = ("done", "diverged", "failed")
+"""The statuses a resumed run does not redo."""
 
 
 SEGMENT_TITLE = "biorules segment run"
@@ -108,13 +116,15 @@ def mark_checkpoints(path: str | os.PathLike) -> Path:
     return path
 
 
-def status_variable(dims: tuple[str, ...], shape: tuple[int, ...]) -> xr.Variable:
-    """An all-pending ``status`` variable with its CF flag attrs."""
+def status_variable(
+    dims: tuple[str, ...], shape: tuple[int, ...], long_name: str = "cell status"
+) -> xr.Variable:
+    """An all-pending ``status`` variable with the CF flag attrs of :data:`STATUS`."""
     return xr.Variable(
         dims,
         np.zeros(shape, dtype=np.int8),
         attrs={
-            "long_name": "cell status",
+            "long_name": long_name,
             "flag_values": list(STATUS.values()),
             "flag_meanings": " ".join(STATUS),
         },
@@ -155,29 +165,55 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 
 
 def create(path: str | os.PathLike, template: xr.Dataset, cell_dims: tuple[str, ...]) -> Path:
-    """Write ``template`` (which holds a ``status`` variable over ``cell_dims``) as a new store."""
+    """Write ``template`` (which holds a ``status`` variable) as a new store, atomically.
+
+    Chunks are size 1 along ``cell_dims`` and whole along every other dim, so each cell's region
+    is its own set of chunks. An existing path is refused, never overwritten.
+    """
     path = Path(path)
+    if path.exists():
+        raise InputError(f"{path} already exists; choose another --out or remove it")
     path.parent.mkdir(parents=True, exist_ok=True)
     template = template.assign_attrs(store_version=STORE_VERSION, cell_dims=list(cell_dims))
     _atomic_write(template, path, encoding=_encoding(template, cell_dims))
     return path
 
 
+def _version_error(path: Path, attrs: Mapping[str, Any]) -> InputError:
+    """The one-line refusal of a store that is not of the current schema version."""
+    version = attrs.get("store_version")
+    if version is None and attrs.get("title") == SEGMENT_TITLE:
+        return InputError(
+            f"{path} is a segment store from an older biorules (no store version, status codes "
+            "pending/training/done); it cannot be resumed or read here, so use a new --out "
+            "or --overwrite to replace it"
+        )
+    if version is None:
+        return InputError(f"{path} is a zarr store that biorules did not write (no store_version attr)")
+    return InputError(
+        f"{path} was written by another biorules version (store version {version}, "
+        f"this one reads {STORE_VERSION}); use a new --out"
+    )
+
+
 def open_store(path: str | os.PathLike) -> xr.Dataset:
-    """Open a store lazily, checking it is one of ours and of the current schema version."""
+    """Open a store lazily, checking it is one of ours and of the current schema version.
+
+    The root attrs are read first, so a foreign or old store is refused (one InputError line)
+    before xarray opens it, and warns about nothing.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"no store at {path}")
+    attrs = _root_attrs(path)
+    if attrs is not None and attrs.get("store_version") != STORE_VERSION:
+        raise _version_error(path, attrs)
     try:
         ds = xr.open_zarr(path)
     except Exception as e:  # not a zarr store, or unreadable
         raise InputError(f"{path} is not a readable zarr store ({type(e).__name__})") from None
-    version = ds.attrs.get("store_version")
-    if version != STORE_VERSION:
-        raise InputError(
-            f"{path} was written by another biorules version (store version {version}, "
-            f"this one reads {STORE_VERSION}); use a new --out"
-        )
+    if ds.attrs.get("store_version") != STORE_VERSION:
+        raise _version_error(path, ds.attrs)
     return ds
 
 
@@ -198,20 +234,31 @@ def open_or_create(
 def finished_cells(path: str | os.PathLike) -> np.ndarray:
     """Boolean array over the cell dims: True where a cell is done, diverged or failed."""
     ds = open_store(path)
-    return ds["status"].values != STATUS["pending"]
+    return np.isin(ds["status"].values, [STATUS[s] for s in FINISHED])
 
 
-def write_cell(path: str | os.PathLike, cell: xr.Dataset, region: dict[str, int]) -> None:
+def write_region(path: str | os.PathLike, data: xr.Dataset, region: Mapping[str, slice]) -> None:
+    """Write ``data`` (variables shaped like the region) into ``region`` of the store at ``path``.
+
+    The one region writer of every store. Coords are dropped (a region write carries data only);
+    ``status`` is written after everything else, so an interrupted write leaves it unfinished.
+    Each of the two writes uses the region's dims it has (a ``split`` status may go with an
+    epoch row). The consolidated metadata is left alone: it holds no data, so it stays right.
+    """
+    data = data.drop_vars(list(data.coords))
+    data_vars = [v for v in data.data_vars if v != "status"]
+    for names in (data_vars, ["status"] if "status" in data else []):
+        if names:
+            part = data[names]
+            part.to_zarr(path, region={d: s for d, s in region.items() if d in part.dims}, mode="r+",
+                         consolidated=False)
+
+
+def write_cell(path: str | os.PathLike, cell: xr.Dataset, region: Mapping[str, int]) -> None:
     """Write one cell (its variables indexed by ``region``, e.g. ``{"gain": 2, "seed": 0}``).
 
-    ``cell`` holds the cell's variables without the cell dims (they are added here); ``status``
-    is written after everything else, so an interrupted write leaves the cell pending.
+    ``cell`` holds the cell's variables without the cell dims (they are added here), then
+    :func:`write_region` writes it, ``status`` last.
     """
     slices = {d: slice(i, i + 1) for d, i in region.items()}
-    expanded = cell.expand_dims(list(region))
-    expanded = expanded.drop_vars(list(expanded.coords))  # a region write carries data only
-    data_vars = [v for v in expanded.data_vars if v != "status"]
-    if data_vars:
-        expanded[data_vars].to_zarr(path, region=slices, mode="r+", consolidated=False)
-    if "status" in expanded:
-        expanded[["status"]].to_zarr(path, region=slices, mode="r+", consolidated=False)
+    write_region(path, cell.expand_dims(list(region)), slices)

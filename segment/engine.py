@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from biorules.errors import InputError
-from biorules.store import check_replaceable, mark_checkpoints, replace_written
+from biorules.store import STATUS, check_replaceable, mark_checkpoints, replace_written
 from segment import metrics as M
 from segment import results as R
 from segment.data import Dataset, DatasetInfo, Record, open_dataset, verify
@@ -517,7 +517,7 @@ def _train(cfg: TrainConfig, out, resume: bool, overwrite: bool, progress: bool,
     _check_kernels(cfg, device)
     images, image_parts = _test_units(ds, splits)
     test_parts = sorted({p for p in image_parts}) if info.instances else None
-    attrs = R.run_attrs(cfg.to_dict(), [s.to_json() for s in splits], command)
+    attrs = R.run_attrs(cfg.to_dict(), [s.to_json() for s in splits], command, device)
     tmpl = R.template(split_names=[s.name for s in splits], split_seeds=[s.seed for s in splits], epochs=cfg.epochs,
                       classes=list(info.class_names), images=images, image_parts=image_parts, parts=test_parts,
                       attrs=attrs)
@@ -541,7 +541,7 @@ def _train(cfg: TrainConfig, out, resume: bool, overwrite: bool, progress: bool,
     dims = R.all_dims(tmpl)
     status = R.open_results(out)["status"].values
     for k, sp in enumerate(splits):
-        if int(status[k]) == R.STATUS_DONE:
+        if int(status[k]) == STATUS["done"]:
             say(f"split {sp.name}: done, skipped")
             continue
         _train_split(cfg, ds, sp, k, out, ckdir, dims, images, device, rank, size, progress, say, on_epoch_end)
@@ -587,7 +587,7 @@ def _train_split(cfg: TrainConfig, ds: Dataset, sp: Split, k: int, out: Path, ck
     fg = info.num_classes - 1
     for epoch in range(start, cfg.epochs + 1):
         if rank == 0:
-            R.write_region(out, {"status": np.array([R.STATUS_TRAINING], np.int8)}, {"split": slice(k, k + 1)}, dims)
+            R.write_region(out, {"status": np.array([STATUS["running"]], np.int8)}, {"split": slice(k, k + 1)}, dims)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch + 7)
         perm = torch.randperm(n, generator=gen)
@@ -694,7 +694,7 @@ def write_test(out: Path, k: int, ev: EvalResult, images: list[str], dims, best_
                           ("test_object_hausdorff", "object_hausdorff")):
             vals[name] = np.array([[ev.objects.get(p, {}).get(key, np.nan) for p in parts]])
     vals["best_epoch"] = np.array([best_epoch], np.int64)
-    vals["status"] = np.array([R.STATUS_DONE], np.int8)
+    vals["status"] = np.array([STATUS["done"]], np.int8)
     R.write_region(out, vals, {"split": slice(k, k + 1)}, dims)
 
 
@@ -704,7 +704,7 @@ def write_test(out: Path, k: int, ev: EvalResult, images: list[str], dims, best_
 def summarize(ds) -> dict:
     """Test Dice/IoU/HD95 per class (mean over images, then mean ± sd over splits, ddof 1), the
     object metrics per part, and the count of NaN HD95 values (one mask empty)."""
-    done = ds["status"].values == R.STATUS_DONE
+    done = ds["status"].values == STATUS["done"]
     out: dict = {"splits_done": int(done.sum()), "classes": {}, "objects": {}}
     if not done.any():
         return out
@@ -828,8 +828,6 @@ def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None = None, d
     """Test a checkpoint on a dataset's test split; per-image metrics as an xarray Dataset
     (written to ``out`` when given). ``window``: sliding window at each image's own resolution
     (``predict_window``) instead of the whole image resized to the training size."""
-    import xarray as xr
-
     if empty not in M.POLICIES:
         raise InputError(f"--empty must be one of {', '.join(M.POLICIES)}")
     if out is not None and Path(out).exists() and not overwrite:
@@ -858,7 +856,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None = None, d
            "model": str(meta["model"])}
     tparts = sorted(set(parts)) if ds.info.instances else None
     tmpl = R.template(split_names=[sp.name], split_seeds=[sp.seed], epochs=0, classes=list(ds.info.class_names),
-                      images=images, image_parts=parts, parts=tparts, attrs=R.run_attrs(cfg, [sp.to_json()], command))
+                      images=images, image_parts=parts, parts=tparts, attrs=R.run_attrs(cfg, [sp.to_json()], command, dev))
     if out is None:
         import tempfile
 
@@ -872,4 +870,4 @@ def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None = None, d
     out.parent.mkdir(parents=True, exist_ok=True)
     R.create(out, tmpl)
     write_test(out, 0, ev, images, R.all_dims(tmpl), -1)
-    return xr.open_zarr(out, zarr_format=3, consolidated=False)
+    return R.open_results(out)

@@ -1,26 +1,31 @@
-"""The zarr store of a segmentation run (xarray, zarr v3): create once, then fill regions.
+"""The zarr store of a segmentation run, a :mod:`biorules.store` store: create once, fill regions.
 
 Dimensions: ``split`` (one per data split), ``epoch`` (1..E), ``class`` (foreground classes),
 ``image`` (test images, or test volumes for 3-D data; the union over splits, NaN where an image
 is not in a split's test set) and ``part`` (official test parts, for the GlaS object metrics).
-Chunks are size 1 along ``split`` and ``epoch``, so each epoch row and each split's test block is
-its own set of chunks. The run configuration, versions and command line are Dataset attrs.
+Chunks are size 1 along ``split`` and ``epoch`` (the cell dims), so each epoch row and each
+split's test block is its own set of chunks. A split's ``status`` uses the shared codes of
+:data:`biorules.store.STATUS` (pending, running, done, failed). The run configuration and the
+shared provenance attrs (:func:`biorules.provenance.provenance_attrs`) are Dataset attrs.
+Creation, region writes and opening (with its version check) are those of :mod:`biorules.store`.
 """
 
 from __future__ import annotations
 
 import json
-import platform
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from biorules import store
+from biorules.errors import InputError
+from biorules.provenance import provenance_attrs
 from biorules.store import SEGMENT_TITLE
 
-STATUS_PENDING, STATUS_TRAINING, STATUS_DONE = 0, 1, 2
+CELL_DIMS = ("split", "epoch")
+"""The dims along which chunks are size 1 (one writer per epoch row and per split's test block)."""
 
 EPOCH_VARS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "train_loss": (("split", "epoch"), "1", "mean training loss (CE + soft Dice) over the epoch"),
@@ -43,21 +48,6 @@ OBJECT_VARS: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 
 
-def versions() -> dict[str, str]:
-    import importlib.metadata
-
-    import scipy
-    import torch
-    import zarr
-
-    import biorules
-
-    return {"python": platform.python_version(), "biorules": biorules.__version__, "torch": torch.__version__,
-            "numpy": np.__version__, "xarray": xr.__version__, "zarr": zarr.__version__,
-            "scipy": scipy.__version__, "click": importlib.metadata.version("click"),
-            "torch_threads": str(torch.get_num_threads())}
-
-
 def template(
     *,
     split_names: Sequence[str],
@@ -69,7 +59,8 @@ def template(
     parts: Sequence[str] | None,
     attrs: Mapping[str, object],
 ) -> xr.Dataset:
-    """The empty (NaN) result Dataset of a run; ``parts`` None means no object metrics."""
+    """The empty (NaN) result Dataset of a run, all splits pending; ``parts`` None means no object
+    metrics. Its ``title`` is :data:`~biorules.store.SEGMENT_TITLE` unless ``attrs`` says otherwise."""
     sizes = {"split": len(split_names), "epoch": epochs, "class": len(classes), "image": len(images),
              "part": len(parts or ())}
     coords = {
@@ -92,44 +83,42 @@ def template(
         data_vars[name] = (dims, np.full([sizes[d] for d in dims], np.nan), {"units": units, "long_name": long_name})
     data_vars["best_epoch"] = ("split", np.full(sizes["split"], -1, np.int64),
                                {"units": "1", "long_name": "epoch selected on validation (-1: none yet)"})
-    data_vars["status"] = ("split", np.zeros(sizes["split"], np.int8),
-                           {"long_name": "split status", "flag_values": [0, 1, 2],
-                            "flag_meanings": "pending training done"})
-    return xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
+    data_vars["status"] = store.status_variable(("split",), (sizes["split"],), long_name="split status")
+    return xr.Dataset(data_vars, coords=coords, attrs={"title": SEGMENT_TITLE, **attrs})
 
 
-def _encoding(ds: xr.Dataset) -> dict[str, dict]:
-    enc = {}
-    for name, v in ds.data_vars.items():
-        enc[name] = {"chunks": tuple(1 if d in ("split", "epoch") else ds.sizes[d] for d in v.dims)}
-    return enc
+def create(path: str | Path, ds: xr.Dataset) -> Path:
+    """Write the template as a new store (:func:`biorules.store.create`; fails if ``path`` exists)."""
+    return store.create(path, ds, CELL_DIMS)
 
 
-def create(path: str | Path, ds: xr.Dataset) -> None:
-    """Write the template (fails if ``path`` exists)."""
-    ds.to_zarr(path, mode="w-", zarr_format=3, encoding=_encoding(ds), consolidated=False)
-
-
-def write_region(path: str | Path, values: Mapping[str, np.ndarray], region: Mapping[str, slice], dims: Mapping[str, tuple[str, ...]]) -> None:
-    """Write ``values`` (arrays shaped like the region) into their region of the store."""
-    ds = xr.Dataset({k: (dims[k], np.asarray(v)) for k, v in values.items()})
-    ds.to_zarr(path, region=dict(region), mode="r+", zarr_format=3, consolidated=False)
+def write_region(path: str | Path, values: Mapping[str, np.ndarray], region: Mapping[str, slice],
+                 dims: Mapping[str, tuple[str, ...]]) -> None:
+    """Write ``values`` (arrays shaped like the region, dims from ``dims``) into their region of
+    the store, ``status`` last (:func:`biorules.store.write_region`)."""
+    store.write_region(path, xr.Dataset({k: (dims[k], np.asarray(v)) for k, v in values.items()}), region)
 
 
 def all_dims(ds: xr.Dataset) -> dict[str, tuple[str, ...]]:
+    """The dims of each data variable, for :func:`write_region`."""
     return {k: tuple(v.dims) for k, v in ds.data_vars.items()}
 
 
 def open_results(path: str | Path) -> xr.Dataset:
-    """Open a run store lazily (``xarray.open_zarr``)."""
-    return xr.open_zarr(path, zarr_format=3, consolidated=False)
+    """Open a run store lazily (:func:`biorules.store.open_store`: version check), refusing with
+    one line a store that is not a segmentation run or predates the shared store schema."""
+    ds = store.open_store(path)
+    if ds.attrs.get("title") != SEGMENT_TITLE:
+        raise InputError(f"{path} is a biorules store but not a segment run ({ds.attrs.get('title', 'no title')})")
+    return ds
 
 
-def run_attrs(config: Mapping[str, object], splits_json: Sequence[str], command: Sequence[str] | None) -> dict[str, str]:
+def run_attrs(config: Mapping[str, object], splits_json: Sequence[str], command: Sequence[str] | None,
+              device: object | None = None) -> dict[str, str]:
+    """A run's attrs: title, configuration, splits and the shared provenance attrs."""
     return {
         "title": SEGMENT_TITLE,
         "config": json.dumps(dict(config), sort_keys=True),
         "splits": json.dumps([json.loads(s) for s in splits_json]),
-        "versions": json.dumps(versions(), sort_keys=True),
-        "command": " ".join(command if command is not None else sys.argv),
+        **provenance_attrs(command, device),
     }

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import seg_fixtures as fx
 
+from biorules.store import STATUS
 from cli.main import main
 from segment.results import open_results
 
@@ -119,7 +120,7 @@ def test_overwrite_replaces_its_own_store(tmp_path: Path, capsys) -> None:
     code, _, err = run(["segment", *TINY, "--out", str(out), "--overwrite"], capsys)
     assert code == 0, err
     assert (tmp_path / "run.ckpt" / "split0_last.pt").read_bytes() != b"stale"
-    assert int(open_results(out)["status"].values[0]) == 2
+    assert int(open_results(out)["status"].values[0]) == STATUS["done"]
 
 
 def test_verify_lists_every_problem(tmp_path: Path, capsys) -> None:

@@ -11,6 +11,7 @@ import torch
 import xarray as xr
 from PIL import Image
 
+from biorules import store
 from biorules.errors import InputError
 from segment import engine as E
 from segment import results as R
@@ -33,12 +34,12 @@ def test_store_layout(run) -> None:
     assert all("long_name" in ds[v].attrs for v in ds.data_vars)
     assert np.isfinite(ds["train_loss"]).all() and np.isfinite(ds["val_dice"]).all()
     assert ((ds["test_dice"] >= 0) & (ds["test_dice"] <= 1)).all()
-    assert int(ds["status"][0]) == R.STATUS_DONE and int(ds["best_epoch"][0]) in (1, 2)
+    assert int(ds["status"][0]) == store.STATUS["done"] and int(ds["best_epoch"][0]) in (1, 2)
     assert E.config_from_dict(__import__("json").loads(ds.attrs["config"])) == FAST.resolved()
     assert "torch" in ds.attrs["versions"] and ds.attrs["command"].startswith("biorules segment")
     assert np.isfinite(ds["test_object_f1"]).all()
     ck = E.checkpoint_dir(out)
-    assert sorted(p.name for p in ck.iterdir()) == ["split0_best.pt", "split0_last.pt"]
+    assert sorted(p.name for p in ck.iterdir()) == [store.CHECKPOINT_MARKER, "split0_best.pt", "split0_last.pt"]
 
 
 def test_store_round_trip_with_regions_out_of_order(tmp_path: Path) -> None:
@@ -47,16 +48,16 @@ def test_store_round_trip_with_regions_out_of_order(tmp_path: Path) -> None:
     path = tmp_path / "r.zarr"
     R.create(path, tmpl)
     dims = R.all_dims(tmpl)
-    want = tmpl.copy(deep=True)
+    want = tmpl.assign_attrs(store_version=store.STORE_VERSION, cell_dims=list(R.CELL_DIMS)).copy(deep=True)
     for k, e in ((1, 2), (0, 0), (1, 0)):
         R.write_region(path, {"train_loss": [[0.1 * k + e]], "val_dice": [[[0.5 + e]]]},
                        {"split": slice(k, k + 1), "epoch": slice(e, e + 1)}, dims)
         want["train_loss"][k, e] = 0.1 * k + e
         want["val_dice"][k, e, 0] = 0.5 + e
-    R.write_region(path, {"test_dice": [[[0.9], [0.8], [np.nan]]], "status": np.array([2], np.int8)},
+    R.write_region(path, {"test_dice": [[[0.9], [0.8], [np.nan]]], "status": np.array([store.STATUS["done"]], np.int8)},
                    {"split": slice(1, 2)}, dims)
     want["test_dice"][1, :, 0] = [0.9, 0.8, np.nan]
-    want["status"][1] = 2
+    want["status"][1] = store.STATUS["done"]
     xr.testing.assert_identical(want, R.open_results(path).load())
 
 
@@ -71,7 +72,7 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path: Path, run) -> No
         E.train(FAST, out, on_epoch_end=stop, command=["x"])
     part = R.open_results(out).load()
     assert np.isfinite(part["train_loss"][0, 0]) and np.isnan(part["train_loss"][0, 1])
-    assert int(part["status"][0]) == R.STATUS_TRAINING
+    assert int(part["status"][0]) == store.STATUS["running"]
     with pytest.raises(InputError, match="--resume"):
         E.train(FAST, out, command=["x"])
     resumed = E.train(FAST, out, resume=True, command=["x"]).load()
@@ -224,7 +225,7 @@ def test_flip_tta_averages_the_four_flips() -> None:
 def test_train_on_cuda_with_bf16(tmp_path: Path) -> None:
     cfg = E.TrainConfig(model="rwkv_unet_test", size=64, epochs=2, batch=6, device="cuda")
     ds = E.train(cfg, tmp_path / "g.zarr").load()
-    assert np.isfinite(ds["train_loss"]).all() and int(ds["status"][0]) == R.STATUS_DONE
+    assert np.isfinite(ds["train_loss"]).all() and int(ds["status"][0]) == store.STATUS["done"]
 
 
 def test_kill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
