@@ -8,6 +8,17 @@ with α = dt/τ and a_0 = 0. Every initial scheme gives W an entry variance g²/
 spectral radius is ≈ g (exactly g for ``orthogonal``); ``U ~ N(0, 1/n_in)``, ``V ~ N(0, 1/N)``,
 ``b = c = 0``. W is drawn from its own seeded stream and only scaled by g, so networks with the same
 seed and different gains share their random matrix Z.
+
+**Stacks.** A network may be a stack of S independent networks that share N, α, φ and the input
+and output sizes: every weight gains a leading member axis (W (S, N, N), U (S, N, n_in), b (S, N),
+V (S, n_out, N), c (S, n_out)) and every state (S, B, N). Member s is built exactly as the network
+built alone from its own parameters, so it holds the same numbers bit for bit; the step, the rules
+and the spectra run all members in one tensor program, which is what makes a gain study cheap.
+
+**The Network protocol** (:class:`Network`), shared with :class:`biorules.spiking.LIFNetwork`:
+``kind``, ``alpha``, ``n``, ``members``, ``initial_state(batch)``, ``step(state, x)``,
+``rates(state)`` (what the readout reads), ``readout(r)``, ``presynaptic(state)`` (the recurrent
+presynaptic activity of the next step) and ``psi(state)`` (ψ_t = φ'(a_t), or the pseudo-derivative).
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -127,6 +138,63 @@ def build_weights(params: NetworkParams) -> RateWeights:
     return RateWeights(W, U, np.zeros(params.n), V, np.zeros(params.n_out), mask)
 
 
+def build_stack(members: tuple[NetworkParams, ...]) -> RateWeights:
+    """Weights of a stack: each member built by :func:`build_weights`, joined on a leading axis.
+
+    Members must agree on n, α, φ, n_in and n_out; their gain, seed, init and sparsity may differ
+    (the mask is 1 for members without one, so ∇W ⊙ M leaves them unchanged).
+    """
+    if not members:
+        raise InputError("a stack needs at least one member")
+    shared = ("n", "alpha", "nonlinearity", "n_in", "n_out")
+    for f in shared:
+        if len({getattr(m, f) for m in members}) > 1:
+            raise InputError(f"stack members must share {f}; got {sorted({getattr(m, f) for m in members})}")
+    built = [build_weights(m) for m in members]
+    masks = [w.mask for w in built]
+    mask = None
+    if any(m is not None for m in masks):
+        n = members[0].n
+        mask = np.stack([np.ones((n, n)) if m is None else m for m in masks])
+    return RateWeights(*(np.stack([getattr(w, f) for w in built]) for f in ("W", "U", "b", "V", "c")), mask)
+
+
+@runtime_checkable
+class Network(Protocol):
+    """What learning rules, flossing and training need of a network (rate or LIF, single or stack)."""
+
+    kind: str
+    """``rate`` or ``lif``."""
+    alpha: float
+    """Leak per step of the membrane or pre-activation [1]."""
+    n: int
+    """Units per member [1]."""
+    members: int | None
+    """S for a stack (leading axis on every weight and state), None for a single network."""
+
+    def initial_state(self, batch: int) -> Any: ...
+
+    def step(self, state: Any, x: Any) -> Any: ...
+
+    def rates(self, state: Any) -> Any: ...
+
+    def readout(self, r: Any) -> Any: ...
+
+    def presynaptic(self, state: Any) -> Any: ...
+
+    def psi(self, state: Any) -> Any: ...
+
+
+def _bias(b: Any, W: Any) -> Any:
+    """b broadcast over the trial axis of a stacked state: (S, N) -> (S, 1, N); single: unchanged."""
+    return b[..., None, :] if W.ndim == 3 else b
+
+
+def _t(M: Any) -> Any:
+    """Transpose of the last two axes (numpy or torch, single or stacked)."""
+    return M.swapaxes(-1, -2)
+
+
 class RateState(NamedTuple):
     """State of the a-form network: pre-activation ``a`` and rate ``h = φ(a)``, shape (..., N)."""
 
@@ -139,11 +207,12 @@ def rate_step(
 ) -> RateState:
     """One a-form step, a_t = (1−α)a_{t−1} + α(W h_{t−1} + U x_t + b); numpy or torch, batched.
 
-    ``x`` may be None (autonomous); states are (..., N) with the unit axis last.
+    ``x`` may be None (autonomous); states are (..., N) with the unit axis last; a stack's W is
+    (S, N, N), its states (S, B, N) and x (S, B, n_in).
     """
-    drive = state.h @ W.T + b
+    drive = state.h @ _t(W) + _bias(b, W)
     if x is not None:
-        drive = drive + x @ U.T
+        drive = drive + x @ _t(U)
     a = (1.0 - alpha) * state.a + alpha * drive
     return RateState(a, phi(a))
 
@@ -155,9 +224,9 @@ def rate_step_r(
 
     The state's ``a`` field holds u_t; numpy or torch, batched like :func:`rate_step`.
     """
-    u = state.h @ W.T + b
+    u = state.h @ _t(W) + _bias(b, W)
     if x is not None:
-        u = u + x @ U.T
+        u = u + x @ _t(U)
     return RateState(u, (1.0 - alpha) * state.h + alpha * phi(u))
 
 
@@ -220,33 +289,57 @@ def _torch_module():
     from torch import nn
 
     class RateRNN(nn.Module):
-        """Trainable a-form rate RNN; a thin shell around :func:`rate_step` and :func:`simulate`.
+        """Trainable a-form rate RNN, single or a stack; a shell around :func:`rate_step` and :func:`simulate`.
 
-        ``forward(x[T, B, n_in], state=None)`` returns ``(y[T, B, n_out], final_state)``, and with
-        ``record_states=True`` also the stacked pre-activations a_1..a_T.
+        ``RateRNN(params)`` builds one network (W (N, N), ...); ``RateRNN((p_1, ..., p_S))`` a stack
+        whose member s equals ``RateRNN(p_s)`` bit for bit (W (S, N, N), ...).
+        ``forward(x[T, B, n_in], state=None)`` (x[T, S, B, n_in] for a stack) returns
+        ``(y[T, ..., n_out], final_state)``, and with ``record_states=True`` also the stacked
+        pre-activations a_1..a_T.
         """
 
-        def __init__(self, params: NetworkParams, dtype: torch.dtype = torch.float32):
+        kind = "rate"
+
+        def __init__(self, params: NetworkParams | tuple[NetworkParams, ...], dtype: torch.dtype = torch.float32):
             super().__init__()
-            self.params = params
-            self.nl = activations.get(params.nonlinearity)
-            w = build_weights(params)
+            stacked = not isinstance(params, NetworkParams)
+            self.params = tuple(params) if stacked else params
+            first = self.params[0] if stacked else params
+            self.members = len(self.params) if stacked else None
+            self.alpha, self.n = first.alpha, first.n
+            self.nl = activations.get(first.nonlinearity)
+            w = build_stack(self.params) if stacked else build_weights(params)
             as_param = lambda v: nn.Parameter(torch.as_tensor(v, dtype=dtype))  # noqa: E731
             self.W, self.U, self.b = as_param(w.W), as_param(w.U), as_param(w.b)
             self.V, self.c = as_param(w.V), as_param(w.c)
             self.register_buffer("mask", None if w.mask is None else torch.as_tensor(w.mask, dtype=dtype))
 
+        @property
+        def member_params(self) -> tuple[NetworkParams, ...]:
+            """The parameters of every member (one for a single network)."""
+            return self.params if self.members is not None else (self.params,)
+
         def initial_state(self, batch: int) -> RateState:
-            return initial_state((batch,), self.params.n, self.nl.phi, like=self.W)
+            shape = (batch,) if self.members is None else (self.members, batch)
+            return initial_state(shape, self.n, self.nl.phi, like=self.W)
 
         def step(self, state: RateState, x: Any) -> RateState:
-            return rate_step(state, x, self.W, self.U, self.b, self.params.alpha, self.nl.phi)
+            return rate_step(state, x, self.W, self.U, self.b, self.alpha, self.nl.phi)
+
+        def rates(self, state: RateState) -> torch.Tensor:
+            return state.h
+
+        def presynaptic(self, state: RateState) -> torch.Tensor:
+            return state.h
+
+        def psi(self, state: RateState) -> torch.Tensor:
+            return self.nl.dphi(state.a)
 
         def readout(self, h: torch.Tensor) -> torch.Tensor:
-            return h @ self.V.T + self.c
+            return h @ _t(self.V) + _bias(self.c, self.V)
 
         def forward(self, x: torch.Tensor, state: RateState | None = None, record_states: bool = False):
-            state = self.initial_state(x.shape[1]) if state is None else state
+            state = self.initial_state(x.shape[-2]) if state is None else state
             final, states = simulate(self.step, state, x)
             h = torch.stack([s.h for s in states])
             y = self.readout(h)

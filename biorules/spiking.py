@@ -52,7 +52,7 @@ from norse.torch.functional.threshold import threshold
 from torch import nn
 
 from biorules.errors import InputError
-from biorules.network import simulate
+from biorules.network import _bias, _t, simulate
 
 SURROGATES = ("triangle", "superspike")
 CELLS = ("box", "current")
@@ -164,11 +164,6 @@ def build_lif_weights(params: LIFParams) -> LIFWeights:
     return LIFWeights(W, U, np.zeros(n), V, np.zeros(params.n_out))
 
 
-def feedback_matrix(n: int, n_out: int, seed: int) -> np.ndarray:
-    """Fixed random feedback B (N, n_out), B_jk ~ N(0, 1/N), from its own seed (spec §3, "Shared")."""
-    return np.random.default_rng(np.random.SeedSequence(seed)).standard_normal((n, n_out)) / math.sqrt(n)
-
-
 class LIFState(NamedTuple):
     """State of the LIF network after step t; tensors of shape (..., N)."""
 
@@ -221,9 +216,9 @@ def lif_step(
 
     ``x`` (..., n_in) may be None (no input). Returns the new state; the caller reads z_t and r_t.
     """
-    drive = state.z @ W.T + b
+    drive = state.z @ _t(W) + _bias(b, W)
     if x is not None:
-        drive = drive + x @ U.T
+        drive = drive + x @ _t(U)
     if params.cell == "box":
         current, i_new = drive, None
     else:
@@ -241,36 +236,78 @@ def initial_state(batch_shape: tuple[int, ...], params: LIFParams, like: torch.T
     return LIFState(zeros(), zeros(), None if params.cell == "box" else zeros(), zeros(), zeros())
 
 
-class LIFNetwork(nn.Module):
-    """Trainable recurrent LIF network; a thin shell around :func:`lif_step` and ``simulate``.
+def build_lif_stack(members: tuple[LIFParams, ...]) -> LIFWeights:
+    """Weights of a stack of LIF networks: each member built alone, joined on a leading axis.
 
+    Members may differ in gain and seed only (the step's constants are shared).
+    """
+    if not members:
+        raise InputError("a stack needs at least one member")
+    shared = [f for f in asdict(members[0]) if f not in ("gain", "seed")]
+    for f in shared:
+        if len({getattr(m, f) for m in members}) > 1:
+            raise InputError(f"stack members must share {f}; got {sorted({getattr(m, f) for m in members})}")
+    built = [build_lif_weights(m) for m in members]
+    return LIFWeights(*(np.stack([getattr(w, f) for w in built]) for f in LIFWeights._fields))
+
+
+class LIFNetwork(nn.Module):
+    """Trainable recurrent LIF network, single or a stack; a thin shell around :func:`lif_step` and ``simulate``.
+
+    ``LIFNetwork(params)`` is one network, ``LIFNetwork((p_1, ..., p_S))`` a stack whose member s
+    equals ``LIFNetwork(p_s)`` bit for bit (leading member axis on weights, states and inputs).
     ``forward(x[T, B, n_in], state=None)`` returns ``(y[T, B, n_out], final_state)``, and with
     ``record_states=True`` also every step's :class:`LIFState`, stacked along a leading time axis.
     """
 
+    kind = "lif"
     model_kind = "lif"
 
-    def __init__(self, params: LIFParams, dtype: torch.dtype = torch.float32):
+    def __init__(self, params: LIFParams | tuple[LIFParams, ...], dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.params = params
-        w = build_lif_weights(params)
+        stacked = not isinstance(params, LIFParams)
+        self.params = tuple(params) if stacked else params
+        first = self.params[0] if stacked else params
+        self.members = len(self.params) if stacked else None
+        self.step_params = first
+        """The constants of :func:`lif_step`, shared by every member."""
+        self.alpha, self.n = first.alpha_m, first.n
+        w = build_lif_stack(self.params) if stacked else build_lif_weights(params)
         as_param = lambda v: nn.Parameter(torch.as_tensor(v, dtype=dtype))  # noqa: E731
         self.W, self.U, self.b = as_param(w.W), as_param(w.U), as_param(w.b)
         self.V, self.c = as_param(w.V), as_param(w.c)
 
+    @property
+    def member_params(self) -> tuple[LIFParams, ...]:
+        """The parameters of every member (one for a single network)."""
+        return self.params if self.members is not None else (self.params,)
+
     def initial_state(self, batch: int) -> LIFState:
-        return initial_state((batch,), self.params, like=self.W)
+        shape = (batch,) if self.members is None else (self.members, batch)
+        return initial_state(shape, self.step_params, like=self.W)
 
     def step(self, state: LIFState, x: torch.Tensor | None) -> LIFState:
-        return lif_step(state, x, self.W, self.U, self.b, self.params)
+        return lif_step(state, x, self.W, self.U, self.b, self.step_params)
+
+    def rates(self, state: LIFState) -> torch.Tensor:
+        """r_t, the filtered spikes the readout reads."""
+        return state.r
+
+    def presynaptic(self, state: LIFState) -> torch.Tensor:
+        """z_t, the spikes the next step's recurrent input reads."""
+        return state.z
+
+    def psi(self, state: LIFState) -> torch.Tensor:
+        """ψ_t, the pseudo-derivative at ṽ_t."""
+        return pseudo_derivative(state.v_pre, self.step_params)
 
     def readout(self, r: torch.Tensor) -> torch.Tensor:
         """y_t = V r_t + c."""
-        return r @ self.V.T + self.c
+        return r @ _t(self.V) + _bias(self.c, self.V)
 
     def forward(self, x: torch.Tensor, state: LIFState | None = None, record_states: bool = False):
         x = torch.as_tensor(x, dtype=self.W.dtype, device=self.W.device)
-        state = self.initial_state(x.shape[1]) if state is None else state
+        state = self.initial_state(x.shape[-2]) if state is None else state
         final, states = simulate(self.step, state, x)
         y = self.readout(torch.stack([s.r for s in states]))
         if record_states:

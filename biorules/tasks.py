@@ -19,13 +19,17 @@ channel is 1 before the decision period and 0 in it. The definitions follow neur
 (explicit-context variant); neurogym itself is not a dependency (its pins clash with ours).
 
 Each ``batch(n_batch, seed)`` draws from ``numpy.random.default_rng(seed)`` only: no global RNG.
+
+A stack of S networks trains on S independent batches joined by :func:`stack_batches`: every
+array gains a member axis after time, x[T, S, B, n_in], and ``loss``/``output_error``/``accuracy``
+normalise each member by its own trials, so member s sees exactly the numbers of its batch alone.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -48,6 +52,31 @@ class TaskBatch(NamedTuple):
     """Steps scored by the metric (T, B), bool (decision period; the loss steps for xor/sine)."""
     trials: dict[str, np.ndarray]
     """Trial variables, each (B,): e.g. ``choice`` (1 or 2), ``coherence`` [%]."""
+
+    @property
+    def members(self) -> int | None:
+        """S for a stacked batch (arrays (T, S, B, ...)), None for a single one."""
+        return self.mask.shape[1] if self.mask.ndim == 3 else None
+
+    def member(self, s: int) -> TaskBatch:
+        """Member ``s`` of a stacked batch, as the single batch it was made from."""
+        return TaskBatch(self.x[:, s], self.target[:, s], self.mask[:, s], self.decision[:, s],
+                         {k: v[s] for k, v in self.trials.items()})
+
+
+def stack_batches(batches: list[TaskBatch]) -> TaskBatch:
+    """One batch for a stack of networks: member s of the result is ``batches[s]``."""
+    if not batches:
+        raise InputError("a stack needs at least one batch")
+    return TaskBatch(*(np.stack([getattr(b, f) for b in batches], axis=1) for f in ("x", "target", "mask", "decision")),
+                     {k: np.stack([b.trials[k] for b in batches]) for k in batches[0].trials})
+
+
+def _member_sum(v: Any, stacked: bool) -> Any:
+    """Σ over time and trials: a scalar, or one value per member for a stacked (T, S, B) array."""
+    if not stacked:
+        return v.sum()
+    return v.sum(axis=(0, 2)) if isinstance(v, np.ndarray) else v.sum(dim=(0, 2))
 
 
 def _steps(ms: float, dt: float) -> int:
@@ -84,9 +113,16 @@ class Task:
         """Per-(t, b) loss ℓ (summed over outputs) and its gradient ∂ℓ/∂y, both torch."""
         raise NotImplementedError
 
-    def _norm(self, batch: TaskBatch) -> float:
-        """The normaliser Z of ℒ = Σ m ℓ / Z: n_b n_m (classification), × n_out (xor, sine)."""
-        return float(batch.mask.sum())
+    norm_outputs: ClassVar[bool] = False
+    """Whether the normaliser also counts outputs (xor, sine)."""
+
+    def _norm(self, batch: TaskBatch, like: Any) -> Any:
+        """The normaliser Z of ℒ = Σ m ℓ / Z: n_b n_m (classification), × n_out (xor, sine);
+        one per member (S,) for a stacked batch."""
+        z = _member_sum(batch.mask, batch.members is not None) * (self.n_out if self.norm_outputs else 1)
+        if batch.members is None:
+            return float(z)
+        return _torch().as_tensor(z, dtype=like.dtype, device=like.device)
 
     def _block(self, y: Any, batch: TaskBatch, steps: slice) -> tuple[Any, Any]:
         torch = _torch()
@@ -107,7 +143,7 @@ class Task:
         """
         target, mask = self._block(y, batch, steps)
         elem, _ = self._terms(y, target)
-        return (elem * mask).sum() / self._norm(batch)
+        return _member_sum(elem * mask, batch.members is not None) / self._norm(batch, y)
 
     def output_error(self, y: Any, batch: TaskBatch, steps: slice = slice(None)) -> tuple[Any, Any]:
         """(part of ℒ, e) for outputs ``y`` of ``steps``: e_t = ∂ℒ/∂y_t, in closed form, no autograd.
@@ -118,10 +154,18 @@ class Task:
         with torch.no_grad():
             target, mask = self._block(y, batch, steps)
             elem, grad = self._terms(y, target)
-            z = self._norm(batch)
-            return (elem * mask).sum() / z, grad * (mask / z)[..., None]
+            z = self._norm(batch, y)
+            zb = z if batch.members is None else z[None, :, None]
+            return _member_sum(elem * mask, batch.members is not None) / z, grad * (mask / zb)[..., None]
 
-    def accuracy(self, y: Any, batch: TaskBatch) -> float:  # pragma: no cover - abstract
+    def accuracy(self, y: Any, batch: TaskBatch) -> Any:
+        """The task metric of outputs y (T, B, n_out): a float, or one per member (S,) when stacked."""
+        if batch.members is None:
+            return self._accuracy(y, batch)
+        y = _as_numpy(y)
+        return np.array([self._accuracy(y[:, s], batch.member(s)) for s in range(batch.members)])
+
+    def _accuracy(self, y: Any, batch: TaskBatch) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def oracle(self, batch: TaskBatch) -> np.ndarray:  # pragma: no cover - abstract
@@ -225,7 +269,7 @@ class ClassificationTask(Task):
         grad = logp.exp() - torch.nn.functional.one_hot(target, y.shape[-1]).to(y.dtype)
         return elem, grad
 
-    def accuracy(self, y: Any, batch: TaskBatch) -> float:
+    def _accuracy(self, y: Any, batch: TaskBatch) -> float:
         """Fraction of trials whose decision-averaged choice logits pick the true choice."""
         y = _as_numpy(y)
         dec = batch.decision.astype(np.float64)
@@ -352,10 +396,9 @@ class DelayedXor(Task):
         elem = torch.nn.functional.binary_cross_entropy_with_logits(y, target, reduction="none").sum(-1)
         return elem, torch.sigmoid(y) - target
 
-    def _norm(self, batch: TaskBatch) -> float:
-        return float(batch.mask.sum()) * self.n_out
+    norm_outputs: ClassVar[bool] = True
 
-    def accuracy(self, y: Any, batch: TaskBatch) -> float:
+    def _accuracy(self, y: Any, batch: TaskBatch) -> float:
         y = _as_numpy(y)
         right = ((y >= 0.0) == (batch.target >= 0.5)).all(-1)
         return float(right[batch.decision].mean())
@@ -402,10 +445,9 @@ class SineGeneration(Task):
         """ℓ = ‖y_t − y*_t‖², ∂ℓ/∂y_t = 2(y_t − y*_t)."""
         return ((y - target) ** 2).sum(-1), 2.0 * (y - target)
 
-    def _norm(self, batch: TaskBatch) -> float:
-        return float(batch.mask.sum()) * self.n_out
+    norm_outputs: ClassVar[bool] = True
 
-    def accuracy(self, y: Any, batch: TaskBatch) -> float:
+    def _accuracy(self, y: Any, batch: TaskBatch) -> float:
         """R² = 1 − SSE/SS_tot over the loss steps."""
         y = _as_numpy(y)
         m = batch.mask.astype(bool)

@@ -1,4 +1,4 @@
-"""Train one network on one task with one learning rule; the result is an xarray Dataset (spec §3, §6).
+"""Train a network, or a stack of them, on one task with one learning rule (spec §3, §6).
 
 Per update u = 0..n−1: ``on_update(u, model)`` (optional hook, e.g. flossing steps before the
 update), draw a training batch, let the rule compute gradients (summed over the trial, averaged
@@ -12,9 +12,17 @@ clipping). Recorded:
   the rate network before and after training (x = 0, b kept; :func:`biorules.lyapunov.spectrum`);
 - ``grad_cosine`` (cosine_update): cos(∇W_rule, ∇W_BPTT) on the same batch every ``cosine_every``;
 - ``weight_change`` = ‖W − W₀‖_F/‖W₀‖_F, ``input_weight_change`` likewise for U;
-- ``status`` (CF flags of :data:`biorules.store.STATUS`): ``done``, or ``diverged`` when a loss, gradient or weight becomes NaN/inf; the run then
-  stops and its curves are NaN-padded, never an exception;
+- ``status`` (CF flags of :data:`biorules.store.STATUS`): ``done``, or ``diverged`` when a loss,
+  gradient or weight becomes NaN/inf; the run then stops and its curves are NaN-padded, never an
+  exception;
 - ``wall_time`` [s].
+
+**Stacks.** With ``gains`` and ``seeds`` (one of each per member) the config trains a stack of S
+networks in one tensor program: every variable gains a leading ``member`` dimension (coords
+``gain`` and ``seed``). Members share nothing but the program: each has its own network, feedback,
+training and evaluation streams (from its own master seed), its own optimiser state (Adam and SGD
+act elementwise) and its own divergence flag; a member that diverges is frozen and NaN-padded while
+the others go on unchanged. Member s gives the numbers its single run gives (to rounding).
 
 Seeds: one master seed spawns independent streams for the network, the feedback matrix B, the
 training batches, the evaluation batch and the Lyapunov Q₀/initial state.
@@ -22,10 +30,11 @@ training batches, the evaluation batch and the Lyapunov Q₀/initial state.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +46,7 @@ from biorules.tasks import TASKS, make_task
 
 MODELS = ("rate", "lif")
 OPTIMIZERS = ("adam", "sgd")
+DTYPES = ("float32", "float64")
 DEFAULT_LYAPUNOV = {"transient_tau": 50.0, "ons_transient_tau": 10.0, "steps_tau": 200.0}
 """Quick spectrum settings (in τ) for before/after training: transient, Q warm-up, accumulation."""
 
@@ -50,70 +60,149 @@ def seeds(seed: int) -> dict[str, int]:
 
 def rules_for(model: str) -> tuple[str, ...]:
     """Names of the rules defined for ``model`` (``rate`` or ``lif``)."""
-    if model == "rate":
-        from biorules.rules import RULE_NAMES
+    from biorules.rules import rules_for as _rules_for
 
-        return RULE_NAMES
-    if model == "lif":
-        from biorules.spiking_rules import LIF_RULES
-
-        return tuple(LIF_RULES)
-    raise InputError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    return _rules_for(model)
 
 
 def check_choice(task: str, rule: str, model: str = "rate") -> None:
     """Raise InputError (one line) for an unknown task, model, or a rule not defined for ``model``."""
+    from biorules.rules import check_rule
+
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    names = rules_for(model)
-    if rule not in names:
-        from biorules.rules import RULE_NAMES
-
-        if rule in RULE_NAMES:
-            raise InputError(f"rule {rule!r} is not defined for model {model!r}; it has {', '.join(names)}")
-        raise InputError(f"unknown rule {rule!r}; choose one of {', '.join(RULE_NAMES)}")
+    check_rule(rule, model)
 
 
-def _build(model: str, params: Any, task: Any, rule: str, rule_options: dict[str, Any], net_seed: int,
-           fb_seed: int, dtype: Any) -> tuple[Any, Any, Any]:
-    """The network module, its (completed) params, and the rule object."""
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run, with its default; serialised once into the Dataset attrs."""
+
+    task: str = "2af"
+    """Task name (:data:`biorules.tasks.TASKS`)."""
+    rule: str = "eprop"
+    """Rule name, defined for ``model`` (:func:`biorules.rules.rules_for`)."""
+    model: str = "rate"
+    """Network kind: ``rate`` or ``lif`` (the LIF step is the task's dt, 1 ms by default)."""
+    network: Any = None
+    """:class:`~biorules.network.NetworkParams` (rate) or ``LIFParams`` (lif); n_in and n_out come
+    from the task, the seed from each member's master seed. None: the defaults."""
+    seed: int = 0
+    """Master seed of a single run."""
+    gains: tuple[float, ...] = ()
+    """A stack: the gain g of every member (empty: one network of ``network.gain``)."""
+    seeds: tuple[int, ...] = ()
+    """A stack: the master seed of every member (as many as ``gains``)."""
+    optimizer: str = "adam"
+    """``adam`` (β = (0.9, 0.999)) or ``sgd``."""
+    lr: float = 1e-3
+    """Learning rate of the task optimiser [1]."""
+    batch: int = 32
+    """Trials per update [1]."""
+    updates: int = 2000
+    """Number of updates [1]."""
+    n_exponents: int = 10
+    """k top exponents before/after training (capped at N; 0 skips the spectra; none for lif)."""
+    eval_every: int = 50
+    """Held-out evaluation period [updates]."""
+    eval_batch: int = 512
+    """Held-out trials [1]."""
+    cosine_every: int = 100
+    """Every this many updates the cosine of the rule's ∇W with BPTT's on the same batch (0: off)."""
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """Passed to :func:`biorules.tasks.make_task` (None values mean the default)."""
+    rule_options: dict[str, Any] = field(default_factory=dict)
+    """Passed to the rule (e.g. ``{"window": 10}``)."""
+    lyapunov: dict[str, float] = field(default_factory=dict)
+    """Spectrum settings in τ, overriding :data:`DEFAULT_LYAPUNOV`."""
+    enforce_dale: bool = True
+    """With the ``dale`` init, zero entries whose sign flips after each update."""
+    dtype: str = "float32"
+    """``float32`` or ``float64``."""
+    device: str = "cpu"
+    """Torch device of the network (``cpu``, ``cuda``, ``cuda:1``)."""
+    floss: Any = None
+    """A :class:`biorules.flossing.FlossConfig`: flossing around training (rate model)."""
+    floss_schedule: Any = None
+    """Its :class:`~biorules.flossing.FlossSchedule` (default E_p = 50, E_f = 10, E_i = 50, N_i = 2)."""
+    floss_driven: bool = True
+    """Flossing windows driven by the task's trials (else autonomous)."""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise InputError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        check_choice(self.task, self.rule, self.model)
+        if int(self.updates) < 1:
+            raise InputError(f"updates must be a positive number, got {self.updates}")
+        if int(self.batch) < 1 or int(self.eval_batch) < 1 or int(self.eval_every) < 1 or int(self.cosine_every) < 0:
+            raise InputError("batch, eval_batch and eval_every must be positive, cosine_every non-negative")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"lr must be a positive number, got {self.lr}")
+        if self.dtype not in DTYPES:
+            raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if int(self.seed) < 0 or any(int(s) < 0 for s in self.seeds):
+            raise InputError(f"seeds must be non-negative integers, got {self.seeds or self.seed}")
+        if len(self.gains) != len(self.seeds):
+            raise InputError(f"a stack needs one seed per gain, got {len(self.gains)} gains and {len(self.seeds)} seeds")
+        if any(not (g >= 0 and math.isfinite(g)) for g in self.gains):
+            raise InputError(f"gains must be finite and non-negative, got {self.gains}")
+        if self.floss is not None and self.model != "rate":
+            raise InputError("flossing is defined for rate networks only; use --model rate")
+
+    @property
+    def stacked(self) -> bool:
+        """Whether this config trains a stack (``gains``/``seeds`` given)."""
+        return bool(self.gains)
+
+    def to_json(self) -> str:
+        """Every option as one JSON object (nested records as objects)."""
+
+        def plain(v: Any) -> Any:
+            if hasattr(v, "__dataclass_fields__"):
+                return {"type": type(v).__name__, **{k: plain(x) for k, x in asdict(v).items()}}
+            if isinstance(v, dict):
+                return {str(k): plain(x) for k, x in v.items()}
+            if isinstance(v, (tuple, list)):
+                return [plain(x) for x in v]
+            return v
+
+        return json.dumps({f.name: plain(getattr(self, f.name)) for f in fields(self)}, sort_keys=True)
+
+
+def _kind(model: str):
+    """(parameter record, network class, has a Lyapunov spectrum) of a network kind."""
     if model == "rate":
         from biorules.network import RateRNN
-        from biorules.rules import get_rule
 
-        params = replace(params or NetworkParams(), n_in=task.n_in, n_out=task.n_out, seed=net_seed)
-        net = RateRNN(params, dtype=dtype)
-        opts = dict(rule_options)
-        if rule in ("eprop-random", "rflo"):
-            opts.setdefault("feedback_seed", fb_seed)
-        return net, params, get_rule(rule, **opts)
+        return NetworkParams, RateRNN, True
     from biorules.spiking import LIFNetwork, LIFParams
-    from biorules.spiking_rules import LIF_RULES
 
-    if params is None:
-        params = LIFParams()
-    elif isinstance(params, NetworkParams):  # shared options: size and gain
-        params = LIFParams(n=params.n, gain=params.gain)
-    params = replace(params, n_in=task.n_in, n_out=task.n_out, seed=net_seed, dt=task.dt)
-    opts = dict(rule_options)
-    if rule == "eprop-random":
-        opts.setdefault("feedback_seed", fb_seed)
-    return LIFNetwork(params, dtype=dtype), params, LIF_RULES[rule](**opts)
+    return LIFParams, LIFNetwork, False
 
 
-def _finite(*tensors: Any) -> bool:
+def _member_params(config: TrainConfig, task: Any, gain: float | None, net_seed: int) -> Any:
+    """One member's network parameters: the config's record with the task's sizes, gain and seed."""
+    params_cls, _, _ = _kind(config.model)
+    base = config.network
+    if base is None:
+        base = params_cls()
+    elif not isinstance(base, params_cls):  # shared options of both kinds: size and gain
+        base = params_cls(n=base.n, gain=base.gain)
+    extra = {"dt": task.dt} if hasattr(base, "dt") else {}
+    return replace(base, n_in=task.n_in, n_out=task.n_out, seed=net_seed,
+                   **({} if gain is None else {"gain": float(gain)}), **extra)
+
+
+def _finite(t: Any, stacked: bool) -> np.ndarray:
+    """Per member (or one value): whether every entry of ``t`` is finite."""
     import torch
 
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
-
-
-def _outputs(rule: Any, net: Any, x: Any) -> Any:
-    """Outputs of the network a rule trains (its own form when it has one)."""
-    import torch
-
-    with torch.no_grad():
-        x = torch.as_tensor(x, dtype=net.W.dtype)
-        return rule.forward(net, x) if hasattr(rule, "forward") else net(x)[0]
+    ok = torch.isfinite(t)
+    if not stacked:
+        return np.array([bool(ok.all())])
+    return ok.reshape(ok.shape[0], -1).all(dim=1).cpu().numpy() if ok.ndim else np.array([bool(ok)])
 
 
 def _spectrum(W: np.ndarray, b: np.ndarray, params: NetworkParams, k: int, seed: int, settings: dict) -> np.ndarray:
@@ -128,264 +217,289 @@ def _spectrum(W: np.ndarray, b: np.ndarray, params: NetworkParams, k: int, seed:
     return np.asarray(lam.values, dtype=np.float64)
 
 
-def _enforce_dale(net: Any, sign: Any) -> None:
-    """Set to 0 every W entry whose sign flipped away from its column's (spec §1, ``dale``)."""
-    import torch
-
-    with torch.no_grad():
-        net.W.mul_((net.W * sign >= 0).to(net.W.dtype))
-
-
 def train(
-    task: str = "2af",
-    rule: str = "eprop",
-    params: Any = None,
+    config: TrainConfig | str = "2af",
+    rule: str | None = None,
+    network: Any = None,
     *,
-    model: str = "rate",
-    optimizer: str = "adam",
-    lr: float = 1e-3,
-    batch: int = 32,
-    updates: int = 2000,
-    seed: int = 0,
-    n_exponents: int = 10,
-    eval_every: int = 50,
-    eval_batch: int = 512,
-    cosine_every: int = 100,
-    task_options: dict[str, Any] | None = None,
-    rule_options: dict[str, Any] | None = None,
-    lyapunov: dict[str, float] | None = None,
-    enforce_dale: bool = True,
-    dtype: str = "float32",
     on_update: Callable[[int, Any], None] | None = None,
-    floss: Any = None,
-    floss_schedule: Any = None,
-    floss_driven: bool = True,
     progress: bool = False,
+    **options: Any,
 ) -> xr.Dataset:
-    """Train ``rule`` on ``task`` and return the run as a Dataset (see the module docstring).
+    """Train as ``config`` says and return the run as a Dataset (see the module docstring).
 
-    Parameters
-    ----------
-    task, rule : names from :data:`biorules.tasks.TASKS` and the rules of ``model``.
-    params : :class:`biorules.network.NetworkParams` (rate) or ``LIFParams`` (lif); n_in, n_out
-        come from the task and the seed from the master ``seed``'s network stream.
-    model : ``rate`` or ``lif`` (spiking: the LIF step is the task's dt, 1 ms unless
-        ``task_options["dt"]`` says otherwise; no Lyapunov spectrum, ``exponent`` is empty).
-    optimizer, lr : ``adam`` (β = (0.9, 0.999)) or ``sgd``, and its learning rate.
-    batch, updates : trials per update and number of updates.
-    n_exponents : k, top exponents before/after training (capped at N; 0 skips the spectra).
-    eval_every, eval_batch : held-out evaluation period [updates] and size [trials].
-    cosine_every : every this many updates, the cosine between the rule's ∇W and BPTT's on the
-        same batch (rate model; 0 disables; spec §6).
-    task_options, rule_options : passed to ``make_task`` and the rule (e.g. ``{"window": 10}``).
-    lyapunov : spectrum settings in τ, overriding :data:`DEFAULT_LYAPUNOV`.
-    enforce_dale : with the ``dale`` init, zero entries whose sign flips after each update.
-    dtype : ``float32`` or ``float64``.
-    on_update : ``on_update(u, model)`` is called before update u (u = 0..updates−1), e.g. to run
-        flossing steps with their own optimiser; it may change the parameters in place.
-    floss, floss_schedule, floss_driven : a :class:`biorules.flossing.FlossConfig` flosses the
-        rate network around training on a :class:`~biorules.flossing.FlossSchedule` (default
-        E_p = 50, E_f = 10, E_i = 50, N_i = 2), its windows driven by the task's trials (or
-        autonomous); the record lands in ``floss_loss``/``floss_lambda_hat`` along ``floss_step``.
-    progress : draw a tqdm bar.
+    ``train(TrainConfig(...))``, or the same fields as arguments: ``train("2af", "eprop",
+    NetworkParams(n=64), updates=400)``. ``on_update(u, model)`` is called before update u
+    (u = 0..updates−1), e.g. to run flossing steps with their own optimiser; it may change the
+    parameters in place. ``progress`` draws a tqdm bar.
     """
-    import torch
+    if not isinstance(config, TrainConfig):
+        kw = dict(options)
+        if rule is not None:
+            kw["rule"] = rule
+        if "params" in kw:
+            kw["network"] = kw.pop("params")
+        for name in ("task_options", "rule_options", "lyapunov"):
+            kw[name] = dict(kw.get(name) or {})
+        config = TrainConfig(task=config, network=network, **kw)
+    elif rule is not None or network is not None or options:
+        raise InputError("train(config) takes no further options; put them in the TrainConfig")
+    return _Run(config, on_update, progress).run()
 
-    from biorules.provenance import provenance_attrs
 
-    if model not in MODELS:
-        raise InputError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    check_choice(task, rule, model)
-    if int(updates) < 1:
-        raise InputError(f"updates must be a positive number, got {updates}")
-    if int(batch) < 1 or int(eval_batch) < 1 or int(eval_every) < 1 or int(cosine_every) < 0:
-        raise InputError("batch, eval_batch and eval_every must be positive, cosine_every non-negative")
-    if optimizer not in OPTIMIZERS:
-        raise InputError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise InputError(f"lr must be a positive number, got {lr}")
-    if dtype not in ("float32", "float64"):
-        raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
-    hook = None
-    if floss is not None:
-        if model != "rate":
-            raise InputError("flossing is defined for rate networks only; use --model rate")
-        from biorules.flossing import FlossHook, FlossSchedule
+class _Run:
+    """One call of :func:`train`: build, measure, loop, measure, assemble. Members are an axis."""
 
-        hook = FlossHook(floss, floss_schedule or FlossSchedule(), driven=floss_driven)
-        user_hook = on_update
+    def __init__(self, config: TrainConfig, on_update: Callable[[int, Any], None] | None, progress: bool):
+        import torch
 
-        def on_update(u: int, net: Any) -> None:
-            hook(u, net)
-            if user_hook is not None:
-                user_hook(u, net)
-
-        on_update.__name__ = hook.__name__
-    settings = {**DEFAULT_LYAPUNOV, **(lyapunov or {})}
-    task_options = {k: v for k, v in (task_options or {}).items() if v is not None}
-    rule_options = {k: v for k, v in (rule_options or {}).items() if v is not None}
-    s = seeds(seed)
-
-    t0 = time.perf_counter()
-    if model == "lif":
-        from biorules.spiking import LIFParams
-
-        lif_dt = params.dt if isinstance(params, LIFParams) else LIFParams.dt
-        task_options.setdefault("dt", lif_dt)
-    the_task = make_task(task, **task_options)
-    if hook is not None:
-        hook.task = the_task if hook.driven else None
-    torch_dtype = getattr(torch, dtype)
-    net, params, the_rule = _build(model, params, the_task, rule, rule_options, s["network"], s["feedback"], torch_dtype)
-    n = params.n
-    k = min(int(n_exponents), n) if model == "rate" else 0
-
-    W0 = net.W.detach().clone()
-    U0 = net.U.detach().clone()
-    lam_before = (_spectrum(W0.double().numpy(), net.b.detach().double().numpy(), params, k, s["lyapunov"], settings)
-                  if k else np.zeros(0))
-    if net.W.dtype != torch_dtype:
-        raise InputError("internal: network dtype mismatch")
-    opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
-    opt_kwargs = {"betas": (0.9, 0.999)} if optimizer == "adam" else {}
-    opt = opt_cls(net.parameters(), lr=lr, **opt_kwargs)
-    dale_sign = torch.sign(W0) if (model == "rate" and params.init == "dale" and enforce_dale) else None
-
-    n_up = int(updates)
-    eval_at = list(range(0, n_up, int(eval_every))) + [n_up]
-    eval_data = the_task.batch(int(eval_batch), s["eval"])
-    train_rng = np.random.default_rng(s["train"])
-    loss_curve = np.full(n_up, np.nan)
-    acc_curve = np.full(n_up, np.nan)
-    eval_loss = np.full(len(eval_at), np.nan)
-    eval_acc = np.full(len(eval_at), np.nan)
-    status, message = "done", ""
-    cos_at = list(range(0, n_up, int(cosine_every))) if (cosine_every and model == "rate") else []
-    cosines = np.full(len(cos_at), np.nan)
-    reference = None
-    if cos_at:
+        self.cfg, self.user_hook, self.progress = config, on_update, progress
+        self.t0 = time.perf_counter()
+        cfg = config
+        _, net_cls, has_spectrum = _kind(cfg.model)
+        task_options = {k: v for k, v in cfg.task_options.items() if v is not None}
+        params_cls = _kind(cfg.model)[0]
+        if hasattr(params_cls, "dt"):  # the LIF step is the task's dt
+            lif_dt = cfg.network.dt if isinstance(cfg.network, params_cls) else params_cls.dt
+            task_options.setdefault("dt", lif_dt)
+        self.task = make_task(cfg.task, **task_options)
+        master = cfg.seeds if cfg.stacked else (cfg.seed,)
+        self.streams = [seeds(s) for s in master]
+        gains = cfg.gains if cfg.stacked else (None,)
+        members = tuple(_member_params(cfg, self.task, g, s["network"]) for g, s in zip(gains, self.streams, strict=True))
+        self.members = members
+        self.S = len(members)
+        self.torch_dtype = getattr(torch, cfg.dtype)
+        self.net = net_cls(members if cfg.stacked else members[0], dtype=self.torch_dtype).to(cfg.device)
         from biorules.rules import get_rule
 
-        reference = get_rule("bptt", form=getattr(the_rule, "form", "a"))
+        rule_options = {k: v for k, v in cfg.rule_options.items() if v is not None}
+        if cfg.rule in ("eprop-random", "rflo"):
+            fb = tuple(s["feedback"] for s in self.streams)
+            rule_options.setdefault("feedback_seed", fb if cfg.stacked else fb[0])
+        self.rule = get_rule(cfg.rule, kind=cfg.model, **rule_options)
+        self.k = min(int(cfg.n_exponents), members[0].n) if has_spectrum else 0
+        self.settings = {**DEFAULT_LYAPUNOV, **cfg.lyapunov}
+        self.hook = None
+        if cfg.floss is not None:
+            from biorules.flossing import FlossHook, FlossSchedule
 
-    def evaluate() -> tuple[float, float]:
-        y = _outputs(the_rule, net, eval_data.x)
-        return float(the_task.loss(y, eval_data)), float(the_task.accuracy(y, eval_data))
+            if cfg.stacked:
+                raise InputError("flossing trains single networks; run flossed cells with a stack of one")
+            self.hook = FlossHook(cfg.floss, cfg.floss_schedule or FlossSchedule(), driven=cfg.floss_driven)
+            self.hook.task = self.task if self.hook.driven else None
 
-    from tqdm.auto import tqdm
+    # ------------------------------------------------------------------------------ pieces
+    def _m(self, t: Any, s: int) -> Any:
+        """Member ``s`` of a parameter or result (the whole thing for a single network)."""
+        return t[s] if self.cfg.stacked else t
 
-    bar = tqdm(total=n_up, disable=not progress, desc=f"{task} {rule}", unit="update", leave=False)
-    try:
-        for u in range(n_up):
-            if u in eval_at:
-                eval_loss[eval_at.index(u)], eval_acc[eval_at.index(u)] = evaluate()
-            if on_update is not None:
-                on_update(u, net)
-            data = the_task.batch(int(batch), int(train_rng.integers(2**63 - 1)))
-            res = the_rule.gradients(net, data, the_task)
-            if not (_finite(res.loss, *res.grads.values())):
-                status, message = "diverged", f"non-finite loss or gradient at update {u}"
-                break
-            if u in cos_at:
-                g, g_ref = res.grads["W"], reference.gradients(net, data, the_task).grads["W"]
-                cosines[cos_at.index(u)] = float((g * g_ref).sum() / (g.norm() * g_ref.norm()))
-            loss_curve[u] = float(res.loss)
-            acc_curve[u] = float(the_task.accuracy(res.y, data))
-            opt.zero_grad(set_to_none=True)
-            for name, p in net.named_parameters():
-                p.grad = res.grads[name].to(p.dtype)
-            opt.step()
-            if dale_sign is not None:
-                _enforce_dale(net, dale_sign)
-            if not _finite(*net.parameters()):
-                status, message = "diverged", f"non-finite weights after update {u}"
-                break
-            if progress and (u % 10 == 0 or u == n_up - 1):
-                bar.set_postfix(loss=f"{loss_curve[u]:.3f}", acc=f"{acc_curve[u]:.2f}")
-            bar.update(1)
-    finally:
-        bar.close()
+    def _batch(self, n: int, draw: list[int]) -> Any:
+        from biorules.tasks import stack_batches
 
-    if status == "done":
-        final_loss, final_acc = evaluate()
-        eval_loss[-1], eval_acc[-1] = final_loss, final_acc
-        if not math.isfinite(final_loss):
-            status, message = "diverged", "non-finite evaluation loss after training"
-    else:
-        final_loss = final_acc = float("nan")
-    W, U = net.W.detach(), net.U.detach()
-    lam_after = (_spectrum(W.double().numpy(), net.b.detach().double().numpy(), params, k, s["lyapunov"], settings)
-                 if k else np.zeros(0))
-    weight_change = float((W - W0).norm() / W0.norm()) if status == "done" else float("nan")
-    input_change = float((U - U0).norm() / U0.norm()) if status == "done" else float("nan")
-    wall = time.perf_counter() - t0
+        if not self.cfg.stacked:
+            return self.task.batch(n, draw[0])
+        return stack_batches([self.task.batch(n, d) for d in draw])
 
-    metric = "R^2" if task == "sine" else "fraction correct"
-    ds = xr.Dataset(
-        {
-            "loss": ("update", loss_curve, {"units": "1", "long_name": "task loss of the training batch"}),
-            "accuracy": ("update", acc_curve, {"units": "1", "long_name": f"task metric of the training batch ({metric})"}),
-            "eval_loss": ("eval_update", eval_loss, {"units": "1", "long_name": "task loss on the held-out batch"}),
-            "eval_accuracy": ("eval_update", eval_acc, {"units": "1", "long_name": f"task metric on the held-out batch ({metric})"}),
-            "lambda_before": ("exponent", lam_before, {"units": "1/tau", "long_name": "Lyapunov exponent before training (autonomous)"}),
-            "lambda_after": ("exponent", lam_after, {"units": "1/tau", "long_name": "Lyapunov exponent after training (autonomous)"}),
-            "grad_cosine": ("cosine_update", cosines, {"units": "1", "long_name": "cosine between the rule's and BPTT's recurrent-weight gradient on the same batch"}),
-            "weight_change": ((), weight_change, {"units": "1", "long_name": "||W - W0||_F / ||W0||_F"}),
-            "input_weight_change": ((), input_change, {"units": "1", "long_name": "||U - U0||_F / ||U0||_F"}),
-            "final_loss": ((), final_loss, {"units": "1", "long_name": "task loss on the held-out batch after training"}),
-            "final_accuracy": ((), final_acc, {"units": "1", "long_name": f"task metric on the held-out batch after training ({metric})"}),
-            "status": _status(status),
-            "wall_time": ((), wall, {"units": "s", "long_name": "wall-clock time of the run"}),
-        },
-        coords={
-            "update": ("update", np.arange(n_up), {"long_name": "training update (0-based)"}),
-            "eval_update": ("eval_update", np.array(eval_at), {"long_name": "updates done before the evaluation"}),
-            "cosine_update": ("cosine_update", np.array(cos_at, dtype=np.int64), {"long_name": "update at which the gradient cosine was taken"}),
-            "exponent": ("exponent", np.arange(1, k + 1), {"long_name": "exponent index (1 = largest)"}),
-        },
-    )
-    config = {
-        "task": task, "rule": rule, "model": model, "optimizer": optimizer, "lr": float(lr),
-        "batch": int(batch), "updates": n_up, "seed": int(seed), "n_exponents": k,
-        "eval_every": int(eval_every), "eval_batch": int(eval_batch), "cosine_every": int(cosine_every), "enforce_dale": int(enforce_dale),
-        "dtype": dtype, "on_update": "" if on_update is None else getattr(on_update, "__name__", type(on_update).__name__),
-    }
-    attrs: dict[str, Any] = {f"config_{k_}": v for k_, v in config.items()}
-    attrs.update({f"network_{k_}": v for k_, v in asdict(params).items()})
-    attrs.update(the_task.to_attrs())
-    attrs.update({f"rule_{f}": _attr(getattr(the_rule, f)) for f in _rule_fields(the_rule)})
-    attrs.update({f"seed_{k_}": v for k_, v in s.items()})
-    attrs.update({f"lyapunov_{k_}": float(v) for k_, v in settings.items()})
-    attrs.update({
-        "lyapunov_alpha": float(getattr(params, "alpha", float("nan"))),
-        "lyapunov_condition": "autonomous (x = 0, b kept)" if model == "rate" else "not defined for lif",
-        "status_message": message,
-        **provenance_attrs(),
-    })
-    if hook is not None:
-        fl = hook.to_dataset(params.alpha)
-        ds = ds.assign(fl.data_vars)
-        attrs.update(fl.attrs)
-    ds.attrs = {k_: _attr(v) for k_, v in attrs.items()}
-    return ds
+    def _spectra(self) -> np.ndarray:
+        if not self.k:
+            return np.zeros((self.S, 0))
+        W = self.net.W.detach().double().cpu().numpy()
+        b = self.net.b.detach().double().cpu().numpy()
+        return np.stack([_spectrum(self._m(W, s), self._m(b, s), self.members[s], self.k,
+                                   self.streams[s]["lyapunov"], self.settings) for s in range(self.S)])
 
+    def _evaluate(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        import torch
 
-def _status(status: str) -> xr.Variable:
-    """The run's ``status`` as the stores' CF flag code (0 pending, 1 done, 2 diverged, 3 failed)."""
-    from biorules.store import STATUS, status_variable
+        with torch.no_grad():
+            x = torch.as_tensor(data.x, dtype=self.net.W.dtype, device=self.net.W.device)
+            y = self.rule.forward(self.net, x)
+            loss = self.task.loss(y, data)
+        return np.atleast_1d(loss.double().cpu().numpy()).copy(), np.atleast_1d(self.task.accuracy(y, data)).astype(float)
 
-    var = status_variable((), ())
-    var.values[()] = STATUS[status]
-    var.attrs["long_name"] = "run status"
-    return var
+    def _cosine(self, g: Any, g_ref: Any) -> np.ndarray:
+        dims = tuple(range(g.ndim - 2, g.ndim))
+        cos = (g * g_ref).sum(dims) / (g.norm(dim=dims) * g_ref.norm(dim=dims))
+        return np.atleast_1d(cos.double().cpu().numpy())
 
+    # ------------------------------------------------------------------------------ the run
+    def run(self) -> xr.Dataset:
+        import torch
+        from tqdm.auto import tqdm
 
-def _rule_fields(rule: Any) -> list[str]:
-    import dataclasses
+        cfg, net, task, S = self.cfg, self.net, self.task, self.S
+        W0, U0 = net.W.detach().clone(), net.U.detach().clone()
+        lam_before = self._spectra()
+        opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
+        opt = opt_cls(net.parameters(), lr=cfg.lr, **({"betas": (0.9, 0.999)} if cfg.optimizer == "adam" else {}))
+        dale = any(getattr(p, "init", None) == "dale" for p in self.members) and cfg.enforce_dale
+        dale_sign = torch.sign(W0) if dale else None
 
-    if dataclasses.is_dataclass(rule):
-        return [f.name for f in dataclasses.fields(rule)]
-    return [k for k in ("name", "models", "feedback", "feedback_seed") if hasattr(rule, k)]
+        n_up = int(cfg.updates)
+        eval_at = list(range(0, n_up, int(cfg.eval_every))) + [n_up]
+        eval_data = self._batch(int(cfg.eval_batch), [s["eval"] for s in self.streams])
+        train_rngs = [np.random.default_rng(s["train"]) for s in self.streams]
+        loss_curve, acc_curve = np.full((S, n_up), np.nan), np.full((S, n_up), np.nan)
+        eval_loss, eval_acc = np.full((S, len(eval_at)), np.nan), np.full((S, len(eval_at)), np.nan)
+        cos_at = list(range(0, n_up, int(cfg.cosine_every))) if cfg.cosine_every else []
+        cosines = np.full((S, len(cos_at)), np.nan)
+        reference = None
+        if cos_at:
+            from biorules.rules import get_rule
+
+            opts = {"form": self.rule.form} if cfg.model == "rate" and hasattr(self.rule, "form") else {}
+            reference = get_rule("bptt", kind=cfg.model, **opts)
+        alive = np.ones(S, dtype=bool)
+        status, message = ["done"] * S, [""] * S
+
+        def diverge(bad: np.ndarray, why: str) -> None:
+            """Mark members as diverged; from now on they get no gradient and record nothing."""
+            for s in np.flatnonzero(bad & alive):
+                status[s], message[s] = "diverged", why
+            alive[:] &= ~bad
+
+        bar = tqdm(total=n_up, disable=not self.progress, desc=f"{cfg.task} {cfg.rule}", unit="update", leave=False)
+        try:
+            for u in range(n_up):
+                if u in eval_at:
+                    el, ea = self._evaluate(eval_data)
+                    i = eval_at.index(u)
+                    eval_loss[alive, i], eval_acc[alive, i] = el[alive], ea[alive]
+                if self.hook is not None:
+                    self.hook(u, net)
+                if self.user_hook is not None:
+                    self.user_hook(u, net)
+                data = self._batch(int(cfg.batch), [int(r.integers(2**63 - 1)) for r in train_rngs])
+                res = self.rule.gradients(net, data, task)
+                ok = _finite(res.loss, cfg.stacked)
+                for g in res.grads.values():
+                    ok &= _finite(g, cfg.stacked)
+                if not ok[alive].all():
+                    diverge(~ok, f"non-finite loss or gradient at update {u}")
+                    if not alive.any():
+                        break
+                if u in cos_at:
+                    g_ref = reference.gradients(net, data, task).grads["W"]
+                    cosines[alive, cos_at.index(u)] = self._cosine(res.grads["W"], g_ref)[alive]
+                loss_curve[alive, u] = np.atleast_1d(res.loss.double().cpu().numpy())[alive]
+                acc_curve[alive, u] = np.atleast_1d(task.accuracy(res.y, data))[alive]
+                opt.zero_grad(set_to_none=True)
+                for name, p in net.named_parameters():
+                    g = res.grads[name].to(p.dtype)
+                    if not alive.all():
+                        g = g.clone()
+                        g[torch.as_tensor(~alive, device=g.device)] = 0.0
+                    p.grad = g
+                opt.step()
+                if dale_sign is not None:
+                    with torch.no_grad():
+                        net.W.mul_((net.W * dale_sign >= 0).to(net.W.dtype))
+                ok = np.ones(S, dtype=bool)
+                for p in net.parameters():
+                    ok &= _finite(p, cfg.stacked)
+                if not ok[alive].all():
+                    diverge(~ok, f"non-finite weights after update {u}")
+                    if not alive.any():
+                        break
+                if self.progress and (u % 10 == 0 or u == n_up - 1):
+                    bar.set_postfix(loss=f"{np.nanmean(loss_curve[:, u]):.3f}", acc=f"{np.nanmean(acc_curve[:, u]):.2f}")
+                bar.update(1)
+        finally:
+            bar.close()
+
+        final_loss, final_acc = np.full(S, np.nan), np.full(S, np.nan)
+        if alive.any():
+            fl, fa = self._evaluate(eval_data)
+            final_loss[alive], final_acc[alive] = fl[alive], fa[alive]
+            eval_loss[alive, -1], eval_acc[alive, -1] = fl[alive], fa[alive]
+            for s in np.flatnonzero(alive & ~np.isfinite(final_loss)):
+                status[s], message[s] = "diverged", "non-finite evaluation loss after training"
+        done = np.array([st == "done" for st in status])
+        lam_after = self._spectra()
+        lam_after[~done] = np.nan
+        W, U = net.W.detach(), net.U.detach()
+        change = lambda a, b: np.atleast_1d(((a - b).flatten(-2).norm(dim=-1) / b.flatten(-2).norm(dim=-1)).double().cpu().numpy())  # noqa: E731
+        weight_change = np.where(done, change(W, W0), np.nan)
+        input_change = np.where(done, change(U, U0), np.nan)
+        wall = time.perf_counter() - self.t0
+        return self._dataset(locals())
+
+    # ------------------------------------------------------------------------------ result
+    def _dataset(self, r: dict[str, Any]) -> xr.Dataset:
+        from biorules.provenance import provenance_attrs
+        from biorules.store import STATUS, status_variable
+
+        cfg, S = self.cfg, self.S
+        lead = ("member",) if cfg.stacked else ()
+        take = (lambda a: a) if cfg.stacked else (lambda a: a[0])
+        metric = "R^2" if cfg.task == "sine" else "fraction correct"
+        status = status_variable(lead, (S,) if cfg.stacked else ())
+        status.values[...] = take(np.array([STATUS[s] for s in r["status"]], dtype=np.int8))
+        status.attrs["long_name"] = "run status"
+        wall = np.full(S, r["wall"])
+
+        def var(dims: tuple[str, ...], values: np.ndarray, units: str, long_name: str) -> tuple:
+            return (lead + dims, take(values), {"units": units, "long_name": long_name})
+
+        ds = xr.Dataset(
+            {
+                "loss": var(("update",), r["loss_curve"], "1", "task loss of the training batch"),
+                "accuracy": var(("update",), r["acc_curve"], "1", f"task metric of the training batch ({metric})"),
+                "eval_loss": var(("eval_update",), r["eval_loss"], "1", "task loss on the held-out batch"),
+                "eval_accuracy": var(("eval_update",), r["eval_acc"], "1", f"task metric on the held-out batch ({metric})"),
+                "lambda_before": var(("exponent",), r["lam_before"], "1/tau", "Lyapunov exponent before training (autonomous)"),
+                "lambda_after": var(("exponent",), r["lam_after"], "1/tau", "Lyapunov exponent after training (autonomous)"),
+                "grad_cosine": var(("cosine_update",), r["cosines"], "1",
+                                   "cosine between the rule's and BPTT's recurrent-weight gradient on the same batch"),
+                "weight_change": var((), r["weight_change"], "1", "||W - W0||_F / ||W0||_F"),
+                "input_weight_change": var((), r["input_change"], "1", "||U - U0||_F / ||U0||_F"),
+                "final_loss": var((), r["final_loss"], "1", "task loss on the held-out batch after training"),
+                "final_accuracy": var((), r["final_acc"], "1", f"task metric on the held-out batch after training ({metric})"),
+                "status": status,
+                "wall_time": var((), wall, "s", "wall-clock time of the run (of the whole stack)"),
+            },
+            coords={
+                "update": ("update", np.arange(int(cfg.updates)), {"long_name": "training update (0-based)"}),
+                "eval_update": ("eval_update", np.array(r["eval_at"]), {"long_name": "updates done before the evaluation"}),
+                "cosine_update": ("cosine_update", np.array(r["cos_at"], dtype=np.int64),
+                                  {"long_name": "update at which the gradient cosine was taken"}),
+                "exponent": ("exponent", np.arange(1, self.k + 1), {"long_name": "exponent index (1 = largest)"}),
+            },
+        )
+        if cfg.stacked:
+            ds = ds.assign_coords(
+                gain=("member", np.asarray(cfg.gains, float), {"units": "1", "long_name": "initial gain g"}),
+                seed=("member", np.asarray(cfg.seeds, np.int64), {"long_name": "master seed"}),
+            )
+        params = self.members[0]
+        plain = {"task": cfg.task, "rule": cfg.rule, "model": cfg.model, "optimizer": cfg.optimizer,
+                 "lr": float(cfg.lr), "batch": int(cfg.batch), "updates": int(cfg.updates), "seed": int(cfg.seed),
+                 "n_exponents": self.k, "eval_every": int(cfg.eval_every), "eval_batch": int(cfg.eval_batch),
+                 "cosine_every": int(cfg.cosine_every), "enforce_dale": int(cfg.enforce_dale), "dtype": cfg.dtype,
+                 "device": cfg.device,
+                 "on_update": "" if self.user_hook is None else getattr(self.user_hook, "__name__", type(self.user_hook).__name__)}
+        attrs: dict[str, Any] = {"config": cfg.to_json()}
+        attrs.update({f"config_{k}": v for k, v in plain.items()})
+        attrs.update({f"network_{k}": v for k, v in asdict(params).items() if not (cfg.stacked and k in ("gain", "seed"))})
+        attrs.update(self.task.to_attrs())
+        attrs.update({f"rule_{f.name}": _attr(getattr(self.rule, f.name)) for f in fields(self.rule)})
+        if not cfg.stacked:
+            attrs.update({f"seed_{k}": v for k, v in self.streams[0].items()})
+        attrs.update({f"lyapunov_{k}": float(v) for k, v in self.settings.items()})
+        attrs.update({
+            "lyapunov_alpha": float(getattr(params, "alpha", float("nan"))),
+            "lyapunov_condition": "autonomous (x = 0, b kept)" if self.k else "not measured",
+            "status_message": take(np.array(r["message"], dtype=object)) if not cfg.stacked else "; ".join(
+                f"member {s}: {m}" for s, m in enumerate(r["message"]) if m),
+            **provenance_attrs(),
+        })
+        if self.hook is not None:
+            fl = self.hook.to_dataset(params.alpha)
+            ds = ds.assign(fl.data_vars)
+            attrs.update(fl.attrs)
+        ds.attrs = {k: _attr(v) for k, v in attrs.items()}
+        return ds
 
 
 def _attr(v: Any) -> Any:

@@ -1,6 +1,6 @@
 """Train the LIF network (biorules.spiking) on a task with surrogate BPTT or spiking e-prop.
 
-A small stand-alone loop: Adam on the gradients of a rule from ``biorules.spiking_rules.LIF_RULES``,
+A small stand-alone loop: Adam on the gradients of a rule from ``biorules.rules.get_rule(name, kind="lif")``,
 a fresh training batch per update (seed ``seed + 1 + update``), and accuracy on a fixed evaluation
 batch (seed ``10**6 + seed``). Prints one JSON line per evaluation and a final summary.
 
@@ -16,7 +16,7 @@ import time
 import torch
 
 from biorules.spiking import LIFNetwork, LIFParams
-from biorules.spiking_rules import LIF_RULES
+from biorules.rules import KIND_RULES, get_rule
 from biorules.tasks import make_task
 
 
@@ -39,7 +39,7 @@ def train(
     task = make_task(task_name, **({"dt": dt} if task_name != "xor" else {}) | (task_options or {}))
     params = LIFParams(n=n, n_in=task.n_in, n_out=task.n_out, dt=dt, gain=gain, seed=seed)
     model = LIFNetwork(params)
-    learner = LIF_RULES[rule]()
+    learner = get_rule(rule, kind="lif")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     eval_batch = task.batch(n_eval, seed=10**6 + seed)
     curve: dict[str, list] = {"update": [], "loss": [], "accuracy": []}
@@ -68,7 +68,7 @@ def train(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="2af")
-    ap.add_argument("--rule", default="eprop", choices=sorted(LIF_RULES))
+    ap.add_argument("--rule", default="eprop", choices=sorted(KIND_RULES["lif"]))
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--dt", type=float, default=2.0)
     ap.add_argument("--gain", type=float, default=1.0)

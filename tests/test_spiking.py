@@ -12,19 +12,33 @@ import torch
 
 from biorules.errors import InputError
 from biorules.network import simulate
+from biorules.rules import KIND_RULES, get_rule
 from biorules.rules.base import GradResult
+from biorules.rules.common import feedback_matrix
 from biorules.spiking import (
     LIFNetwork,
     LIFParams,
     build_lif_weights,
-    feedback_matrix,
     initial_state,
     lif_step,
     pseudo_derivative,
     spike,
 )
-from biorules.spiking_rules import LIF_RULES, LIFBPTT, LIFEprop, LIFEpropRandom
 from biorules.tasks import make_task
+
+LIF_RULES = KIND_RULES["lif"]
+
+
+def LIFEprop(**options):
+    return get_rule("eprop", kind="lif", **options)
+
+
+def LIFBPTT():
+    return get_rule("bptt", kind="lif")
+
+
+def LIFEpropRandom(**options):
+    return get_rule("eprop-random", kind="lif", **options)
 
 RTOL = 1e-9
 PARAM_NAMES = ("W", "U", "b", "V", "c")
@@ -96,7 +110,7 @@ def _model(task, **kw) -> LIFNetwork:
 
 def _truncated_autograd(model: LIFNetwork, batch, task) -> dict[str, torch.Tensor]:
     """Autograd of ℒ with W sg(z_{t−1}), the reset detached, the same ψ, the leak kept (spec §3)."""
-    p = model.params
+    p = model.step_params
     x = _t(batch.x)
 
     def step(s, xt):
@@ -166,7 +180,7 @@ def test_rules_return_batch_shapes(rule, cell):
     task = make_task("2af", dt=20.0)
     batch = task.batch(7, seed=0)
     model = LIFNetwork(LIFParams(n=9, n_in=3, n_out=3, cell=cell))
-    res = LIF_RULES[rule]().gradients(model, batch, task)
+    res = get_rule(rule, kind="lif").gradients(model, batch, task)
     assert isinstance(res, GradResult)
     assert res.y.shape == (task.n_steps, 7, 3) and not res.y.requires_grad
     assert res.loss.shape == () and not res.loss.requires_grad
@@ -174,7 +188,7 @@ def test_rules_return_batch_shapes(rule, cell):
     for name, param in model.named_parameters():
         assert res.grads[name].shape == param.shape and res.grads[name].dtype == torch.float32
         assert torch.isfinite(res.grads[name]).all()
-    assert LIF_RULES[rule].name == rule and LIF_RULES[rule].models == ("lif",)
+    assert get_rule(rule, kind="lif").name == rule and "lif" in get_rule(rule, kind="lif").kinds
 
 
 def test_forward_shapes_and_state_passing():
@@ -219,7 +233,11 @@ def test_bad_parameters_raise_input_error(bad):
 
 def test_rules_reject_bad_options_and_models():
     with pytest.raises(InputError):
-        LIFEprop(feedback="transpose")
+        LIFEprop(feedback="transpose")  # feedback is fixed by the rule's name
+    with pytest.raises(InputError, match="not defined for model 'lif'"):
+        get_rule("rflo", kind="lif")
+    with pytest.raises(InputError, match="no option"):
+        get_rule("bptt", kind="lif", form="r")
     task, batch = _task_and_batch("xor")
     with pytest.raises(InputError):
         LIFEprop().gradients(torch.nn.Linear(1, 1), batch, task)

@@ -1,20 +1,22 @@
-"""Backpropagation through time, the exact reference (spec §3, "BPTT").
+"""Backpropagation through time, the exact reference (spec §3, "BPTT"), for rate and LIF networks.
 
-With δ_t := ∂ℒ/∂a_t and ψ_t = φ'(a_t),
+With δ_t := ∂ℒ/∂a_t and ψ_t = φ'(a_t), for the rate network
 
     δ_t = ψ_t ⊙ Vᵀe_t + D_tᵀδ_{t+1},   δ_{T+1} = 0,   D_tᵀδ = (1−α)δ + αψ_t ⊙ Wᵀδ,
     ∇W = α Σ_t δ_t h_{t−1}ᵀ,   ∇U = α Σ_t δ_t x_tᵀ,   ∇b = α Σ_t δ_t,
 
-and ∇V = Σ_t e_t h_tᵀ, ∇c = Σ_t e_t. :class:`BPTT` gets these by autograd through the one pure
-step (a-form, or the r-form with ``form="r"``); :func:`manual_gradients` runs the δ recursion
-above explicitly (a-form), in full or with each loss step backpropagated exactly ``window`` steps
-(the ``sliding`` truncation of spec §3, "Truncated BPTT"). Memory O(T·N).
+and ∇V = Σ_t e_t h_tᵀ, ∇c = Σ_t e_t. :class:`BPTT` gets these by autograd through the network's one
+pure step (a-form, or the rate r-form with ``form="r"``; for the LIF network the surrogate ψ_t
+stands in for ∂z_t/∂ṽ_t and the reset is detached, as in :func:`biorules.spiking.lif_step`);
+:func:`manual_gradients` runs the δ recursion above explicitly (a-form), in full or with each loss
+step backpropagated exactly ``window`` steps (the ``sliding`` truncation of spec §3, "Truncated
+BPTT"). Memory O(T·N). A stack's gradients come out per member.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -23,6 +25,7 @@ from biorules.rules.base import GradResult
 from biorules.rules.common import (
     autograd_grads,
     check_form,
+    check_kind,
     forward,
     inputs,
     mask_recurrent,
@@ -36,9 +39,10 @@ class BPTT:
     """Exact gradients by autograd through the whole trial."""
 
     name: str = "bptt"
-    models: tuple[str, ...] = ("rate",)
     form: str = "a"
-    """``a`` (a-form network, default) or ``r`` (r-form network)."""
+    """``a`` (a-form rate network, default) or ``r`` (r-form rate network)."""
+    kinds: ClassVar[tuple[str, ...]] = ("rate", "lif")
+    options: ClassVar[dict[str, tuple[str, ...]]] = {"rate": ("form",), "lif": ()}
 
     def __post_init__(self) -> None:
         check_form(self.form)
@@ -48,6 +52,7 @@ class BPTT:
         return forward(model, x, self.form)[0]
 
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
+        check_kind(model, self.name, self.kinds)
         y, _ = forward(model, inputs(model, batch), self.form)
         loss = task.loss(y, batch)
         grads = mask_recurrent(model, autograd_grads(model, loss))
@@ -60,10 +65,10 @@ def manual_gradients(model: torch.nn.Module, batch: Any, task: Any, window: int 
     ``window=None``: the full δ_t. ``window=K``: δ^K_t = Σ_{k<K} G_k[t], where G_0[t] = ψ_t ⊙ Vᵀe_t
     and G_{k+1}[t] = D_tᵀ G_k[t+1], i.e. each loss step ℓ_s is backpropagated exactly K steps.
     """
-    alpha, dphi = model.params.alpha, model.nl.dphi
+    alpha, dphi = model.alpha, model.nl.dphi
     with torch.no_grad():
         x = inputs(model, batch)
-        start = zero_state(model, x.shape[1])
+        start = zero_state(model, x.shape[-2])
         _, states = simulate(model_step(model, "a"), start, x)
         a = torch.stack([s.a for s in states])
         h = torch.stack([s.h for s in states])
@@ -72,7 +77,7 @@ def manual_gradients(model: torch.nn.Module, batch: Any, task: Any, window: int 
         loss, e = task.output_error(y, batch)
         psi = dphi(a)
         W = model.W
-        direct = psi * (e @ model.V)  # ψ_t ⊙ Vᵀe_t, (T, B, N)
+        direct = psi * (e @ model.V)  # ψ_t ⊙ Vᵀe_t, (T, ..., B, N)
         if window is None:
             delta = torch.empty_like(direct)
             nxt = torch.zeros_like(direct[0])
@@ -86,10 +91,10 @@ def manual_gradients(model: torch.nn.Module, batch: Any, task: Any, window: int 
                 g = torch.cat([back, torch.zeros_like(g[:1])])
                 delta += g
         grads = {
-            "W": alpha * torch.einsum("tbi,tbj->ij", delta, h_prev),
-            "U": alpha * torch.einsum("tbi,tbj->ij", delta, x),
-            "b": alpha * delta.sum((0, 1)),
-            "V": torch.einsum("tbo,tbn->on", e, h),
-            "c": e.sum((0, 1)),
+            "W": alpha * torch.einsum("t...bi,t...bj->...ij", delta, h_prev),
+            "U": alpha * torch.einsum("t...bi,t...bj->...ij", delta, x),
+            "b": alpha * delta.sum(0).sum(-2),
+            "V": torch.einsum("t...bo,t...bn->...on", e, h),
+            "c": e.sum(0).sum(-2),
         }
     return GradResult(mask_recurrent(model, grads), y, loss)

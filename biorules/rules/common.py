@@ -1,22 +1,30 @@
-"""Pieces shared by the rate-network rules (spec §3, "Shared").
+"""Pieces shared by every rule and both network kinds (spec §3, "Shared").
 
-- Readout: ∇V = Σ_t e_t h_tᵀ and ∇c = Σ_t e_t (summed over the batch; e_t = ∂ℒ/∂y_t already
-  carries the 1/(n_b n_m) of the loss), exact and local under every rule.
+- Readout: ∇V = Σ_t e_t r_tᵀ and ∇c = Σ_t e_t (summed over the batch; e_t = ∂ℒ/∂y_t already
+  carries the 1/(n_b n_m) of the loss), exact and local under every rule; r_t is what the readout
+  reads (h_t of a rate network, the filtered spikes of a LIF network).
 - Feedback: symmetric B = Vᵀ (the current V) or a fixed random B_jk ~ N(0, 1/N) from its own seed.
-- The forms: the a-form step :func:`biorules.network.rate_step` (default) or the r-form step
-  :func:`biorules.network.rate_step_r`, both run by :func:`biorules.network.simulate`.
+- The forms of the rate network: the a-form step :func:`biorules.network.rate_step` (default) or
+  the r-form step :func:`biorules.network.rate_step_r`; every loop runs :func:`biorules.network.simulate`
+  or the one online loop :func:`online_pass`.
 - Sparse init: the W gradient is masked, ∇W ⊙ M.
+
+Every function works on a single network and on a stack alike: weights carry an optional leading
+member axis, so a stack's gradients come out per member (member s gets exactly the gradient of its
+own loss, since members share no parameter).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from biorules.errors import InputError
-from biorules.network import RateState, rate_step, rate_step_r, simulate
+from biorules.network import rate_step, rate_step_r, simulate
 
 FORMS = ("a", "r")
 FEEDBACKS = ("symmetric", "random")
@@ -32,35 +40,59 @@ def check_feedback(feedback: str) -> None:
         raise InputError(f"feedback must be one of {', '.join(FEEDBACKS)}, got {feedback!r}")
 
 
+def check_kind(model: Any, rule: str, kinds: tuple[str, ...]) -> str:
+    """The network's kind, or InputError when ``rule`` is not defined for it."""
+    kind = getattr(model, "kind", None)
+    if kind not in kinds:
+        raise InputError(f"rule {rule!r} needs a network of kind {' or '.join(kinds)}, got {type(model).__name__}")
+    return kind
+
+
 def step_fn(form: str):
-    """The pure step of the a-form or r-form network."""
+    """The pure step of the a-form or r-form rate network."""
     return rate_step if form == "a" else rate_step_r
 
 
 def inputs(model: torch.nn.Module, batch: Any) -> torch.Tensor:
-    """The batch inputs as a tensor of the model's dtype, (T, B, n_in)."""
+    """The batch inputs as a tensor of the model's dtype, (T, B, n_in) or (T, S, B, n_in)."""
     return torch.as_tensor(batch.x, dtype=model.W.dtype, device=model.W.device)
 
 
-def model_step(model: torch.nn.Module, form: str):
-    """``step(state, x_t)`` of ``model`` in ``form``, with the model's current parameters."""
-    fn, alpha, phi = step_fn(form), model.params.alpha, model.nl.phi
+def model_step(model: torch.nn.Module, form: str = "a") -> Callable[[Any, Any], Any]:
+    """``step(state, x_t)`` of ``model`` (the r-form of a rate network with ``form="r"``)."""
+    if form == "a":
+        return model.step
+    fn, alpha, phi = step_fn(form), model.alpha, model.nl.phi
     return lambda s, x: fn(s, x, model.W, model.U, model.b, alpha, phi)
 
 
 def forward(model: torch.nn.Module, x: torch.Tensor, form: str = "a") -> tuple[torch.Tensor, torch.Tensor]:
-    """Outputs y (T, B, n_out) and rates h (T, B, N) of ``model`` in ``form`` (autograd-able)."""
-    _, states = simulate(model_step(model, form), model.initial_state(x.shape[1]), x)
-    h = torch.stack([s.h for s in states])
-    return model.readout(h), h
+    """Outputs y (T, ..., n_out) and read-out rates r (T, ..., N) of ``model`` (autograd-able)."""
+    _, states = simulate(model_step(model, form), model.initial_state(x.shape[-2]), x)
+    r = torch.stack([model.rates(s) for s in states])
+    return model.readout(r), r
 
 
-def feedback(model: torch.nn.Module, kind: str, seed: int) -> torch.Tensor:
-    """B (N, n_out): Vᵀ (symmetric, current V) or a fixed random matrix, B_jk ~ N(0, 1/N)."""
+def feedback_matrix(n: int, n_out: int, seed: int) -> np.ndarray:
+    """Fixed random feedback B (N, n_out), B_jk ~ N(0, 1/N), from its own seed (spec §3, "Shared")."""
+    return np.random.default_rng(np.random.SeedSequence(seed)).standard_normal((n, n_out)) / math.sqrt(n)
+
+
+def feedback(model: torch.nn.Module, kind: str, seed: int | tuple[int, ...]) -> torch.Tensor:
+    """B (N, n_out), or (S, N, n_out) for a stack: Vᵀ (symmetric, current V) or fixed random matrices.
+
+    A stack takes one seed per member (an int gives every member the same B).
+    """
     if kind == "symmetric":
-        return model.V.detach().T
-    n, n_out = model.V.shape[1], model.V.shape[0]
-    b = np.random.default_rng(seed).standard_normal((n, n_out)) / np.sqrt(n)
+        return model.V.detach().swapaxes(-1, -2)
+    n, n_out = model.V.shape[-1], model.V.shape[-2]
+    if model.V.ndim == 3:
+        seeds = seed if isinstance(seed, tuple) else (seed,) * model.V.shape[0]
+        if len(seeds) != model.V.shape[0]:
+            raise InputError(f"a stack of {model.V.shape[0]} needs as many feedback seeds, got {len(seeds)}")
+        b = np.stack([feedback_matrix(n, n_out, int(s)) for s in seeds])
+    else:
+        b = feedback_matrix(n, n_out, int(seed))
     return torch.as_tensor(b, dtype=model.V.dtype, device=model.V.device)
 
 
@@ -73,51 +105,58 @@ def mask_recurrent(model: torch.nn.Module, grads: dict[str, torch.Tensor]) -> di
 
 
 def autograd_grads(model: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
-    """∂ℒ/∂θ for every parameter of ``model`` (zeros where ℒ does not depend on it)."""
+    """∂ℒ/∂θ for every parameter (zeros where ℒ does not depend on it); a stack's ℒ is per member."""
     names, params = zip(*model.named_parameters(), strict=True)
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
     return {n: torch.zeros_like(p) if g is None else g for n, p, g in zip(names, params, grads, strict=True)}
 
 
-def zero_state(model: torch.nn.Module, n_batch: int) -> RateState:
-    """The model's initial state (a_0 = 0, h_0 = φ(0)), detached."""
+def zero_state(model: torch.nn.Module, n_batch: int) -> Any:
+    """The model's initial state, detached."""
     s = model.initial_state(n_batch)
-    return RateState(s.a.detach(), s.h.detach())
+    return type(s)(*(None if v is None else v.detach() for v in s))
 
 
-def online_pass(model: torch.nn.Module, batch: Any, task: Any, form: str, B: torch.Tensor,
-                init: Any, advance: Any, learn: Any) -> tuple[Any, Any]:
-    """The one forward-in-time loop of the online rules (e-prop, RFLO), without autograd.
+def loss_steps(batch: Any) -> np.ndarray:
+    """Whether any trial (of any member) has a loss at step t, (T,)."""
+    return batch.mask.reshape(batch.mask.shape[0], -1).any(axis=1)
 
-    Each step advances the network by its pure step, then the rule's traces by
-    ``advance(trace, state, h_prev, x_t)``; on loss steps the learning signal L_t = B e_t (e_t in
+
+def online_pass(model: torch.nn.Module, batch: Any, task: Any, B: torch.Tensor, init: Any, advance: Any,
+                learn: Any, step: Callable[[Any, Any], Any] | None = None) -> tuple[Any, Any]:
+    """The one forward-in-time loop of the online rules (e-prop and RFLO, rate and LIF), no autograd.
+
+    Each step reads the presynaptic activity of the state it leaves, advances the network by its
+    pure step (``step``, default ``model.step``), then the rule's traces by
+    ``advance(trace, state, pre, x_t)``; on loss steps the learning signal L_t = B e_t (e_t in
     closed form from the task) goes to ``learn(grads, trace, state, L_t)`` for W, U and b, and the
-    readout gets its exact local gradient Σ e_t h_tᵀ, Σ e_t. ``init(state, x)`` builds the traces.
+    readout gets its exact local gradient Σ e_t r_tᵀ, Σ e_t. ``init(state, x)`` builds the traces.
     Returns the :class:`~biorules.rules.base.GradResult` and the final traces.
     """
     from biorules.rules.base import GradResult
 
+    step = model.step if step is None else step
     with torch.no_grad():
         x = inputs(model, batch)
-        state = zero_state(model, x.shape[1])
-        step = model_step(model, form)
+        state = zero_state(model, x.shape[-2])
         trace = init(state, x)
         grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-        active = batch.mask.any(axis=1)
-        ys = x.new_empty((x.shape[0], x.shape[1], model.V.shape[0]))  # y_1..y_T, O(T·n_out)
-        loss = torch.zeros((), dtype=x.dtype)
+        active = loss_steps(batch)
+        ys = x.new_empty((*x.shape[:-1], model.V.shape[-2]))  # y_1..y_T, O(T·n_out)
+        loss = x.new_zeros(() if getattr(model, "members", None) is None else (model.members,))
         for t in range(x.shape[0]):
-            h_prev = state.h
+            pre = model.presynaptic(state)
             state = step(state, x[t])
-            trace = advance(trace, state, h_prev, x[t])
-            y = model.readout(state.h)
+            trace = advance(trace, state, pre, x[t])
+            r = model.rates(state)
+            y = model.readout(r)
             ys[t] = y
             if not active[t]:
                 continue  # e_t = 0: nothing to learn at this step
             part, e = task.output_error(y[None], batch, slice(t, t + 1))
             e = e[0]
-            learn(grads, trace, state, e @ B.T)
-            grads["V"] += e.T @ state.h
-            grads["c"] += e.sum(0)
+            learn(grads, trace, state, e @ B.swapaxes(-1, -2))
+            grads["V"] += e.swapaxes(-1, -2) @ r
+            grads["c"] += e.sum(-2)
             loss += part
     return GradResult(mask_recurrent(model, grads), ys, loss), trace

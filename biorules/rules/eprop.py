@@ -1,53 +1,134 @@
-"""e-prop for leaky rate units (Bellec et al. 2020; spec §3, "e-prop").
+"""e-prop (Bellec et al. 2020; spec §3, "e-prop" and "Spiking e-prop") for rate and LIF networks.
 
-Only the dependence through recurrent presynaptic activity is dropped; the leak is kept. The
-eligibility vectors are presynaptic, O(N + n_in) per trial, all starting at 0:
+Only the dependence through recurrent presynaptic activity is dropped; the leak is kept. With the
+learning signal L_t = B e_t (B = Vᵀ for ``eprop``, a fixed random B ~ N(0, 1/N) from its own seed
+for ``eprop-random``) and ψ_t the network's ψ (φ'(a_t), or the LIF pseudo-derivative):
 
-    ε^h_t = (1−α) ε^h_{t−1} + α h_{t−1}
-    ε^x_t = (1−α) ε^x_{t−1} + α x_t
-    ε^1_t = (1−α) ε^1_{t−1} + α
+**Rate network.** Presynaptic eligibility vectors, O(N + n_in) per trial, all starting at 0:
 
-With the learning signal L_t = B e_t and ψ_t = φ'(a_t):
+    ε^h_t = (1−α) ε^h_{t−1} + α h_{t−1},   ε^x_t = (1−α) ε^x_{t−1} + α x_t,   ε^1_t = (1−α) ε^1_{t−1} + α
+    ∇W = Σ_t (ψ_t ⊙ L_t)(ε^h_t)ᵀ,   ∇U = Σ_t (ψ_t ⊙ L_t)(ε^x_t)ᵀ,   ∇b = Σ_t (ψ_t ⊙ L_t) ε^1_t.
 
-    ∇W = Σ_t (ψ_t ⊙ L_t)(ε^h_t)ᵀ,   ∇U = Σ_t (ψ_t ⊙ L_t)(ε^x_t)ᵀ,   ∇b = Σ_t (ψ_t ⊙ L_t) ε^1_t,
+With B = Vᵀ this equals autograd through a_t = (1−α)a_{t−1} + α(W sg(h_{t−1}) + U x_t + b)
+(spec §3, property 2).
 
-and the exact local readout gradient. ``eprop``: B = Vᵀ (current V); ``eprop-random``: a fixed
-random B ~ N(0, 1/N) from its own seed. The loop runs forward in time, one step of
-:func:`biorules.network.rate_step` at a time, with no stored trajectory and no autograd; e_t comes
-in closed form from the task (:meth:`biorules.tasks.Task.output_error`). With B = Vᵀ it equals
-autograd through a_t = (1−α)a_{t−1} + α(W sg(h_{t−1}) + U x_t + b) (spec §3, property 2).
+**LIF network.** With pre_t the presynaptic variable of a weight (z_{t−1} for W, x_t for U, 1 for b):
+
+    box cell:        ε_t = (1 − α_m) ε_{t−1} + α_m pre_t
+    current cell:    ε^v_t = (1 − α_m) ε^v_{t−1} + α_m ε^i_{t−1},   ε^i_t = (1 − α_s) ε^i_{t−1} + pre_t
+    filtered trace:  Ē_{t,ji} = κ Ē_{t−1,ji} + (1 − κ) ψ_{t,j} ε_{t,i}      (ε^v_t for the current cell)
+    gradient:        ∇W_ji = Σ_t L_{t,j} Ē_{t,ji}
+
+This equals autograd of ℒ with W sg(z_{t−1}), the reset detached, the same pseudo-derivative and
+the leak kept; at W = 0 it equals BPTT (spec §3, property 3). Trace memory O(n_b·N·(N + n_in + 1)).
+
+Both run in the one online loop :func:`biorules.rules.common.online_pass`, forward in time with no
+stored trajectory and no autograd; e_t comes in closed form from the task; the readout gets its
+exact local gradient.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
 from biorules.rules.base import GradResult
-from biorules.rules.common import check_feedback, feedback, forward, online_pass
+from biorules.rules.common import check_feedback, check_kind, feedback, forward, online_pass
 
 
 class EpropTrace(NamedTuple):
-    """Presynaptic eligibility vectors at the end of a trial (their size is independent of T)."""
+    """Presynaptic eligibility vectors of the rate network at the end of a trial (size independent of T)."""
 
     h: torch.Tensor
-    """ε^h (B, N) [1]."""
+    """ε^h (..., B, N) [1]."""
     x: torch.Tensor
-    """ε^x (B, n_in) [1]."""
+    """ε^x (..., B, n_in) [1]."""
     one: float
     """ε^1 [1]."""
 
 
+class SpikingTrace(NamedTuple):
+    """Forward-in-time traces of spiking e-prop; P = N + n_in + 1 presynaptic variables (z, x, 1)."""
+
+    eps: torch.Tensor
+    """ε_t (box) or ε^v_t (current), shape (..., B, P) [1]."""
+    eps_i: torch.Tensor | None
+    """ε^i_t of the current cell, shape (..., B, P) [1]; None for the box cell."""
+    E: torch.Tensor
+    """Ē_t, filtered eligibility traces, shape (..., B, N, P) [1/voltage]."""
+
+
+def spiking_trace_step(trace: SpikingTrace, pre: torch.Tensor, psi: torch.Tensor, params: Any) -> SpikingTrace:
+    """One forward step of the spiking traces (module docstring) from pre_t (..., P) and ψ_t (..., N)."""
+    a_m = params.alpha_m
+    if params.cell == "box":
+        eps, eps_i = (1.0 - a_m) * trace.eps + a_m * pre, None
+    else:
+        eps = (1.0 - a_m) * trace.eps + a_m * trace.eps_i
+        eps_i = (1.0 - params.alpha_s) * trace.eps_i + pre
+    E = params.kappa * trace.E + (1.0 - params.kappa) * psi[..., :, None] * eps[..., None, :]
+    return SpikingTrace(eps, eps_i, E)
+
+
+def _rate_traces(model: torch.nn.Module):
+    alpha = model.alpha
+
+    def init(state: Any, x: torch.Tensor) -> EpropTrace:
+        return EpropTrace(torch.zeros_like(state.h), torch.zeros_like(x[0]), 0.0)
+
+    def advance(trace: EpropTrace, state: Any, h_prev: torch.Tensor, x_t: torch.Tensor) -> EpropTrace:
+        return EpropTrace((1.0 - alpha) * trace.h + alpha * h_prev, (1.0 - alpha) * trace.x + alpha * x_t,
+                          (1.0 - alpha) * trace.one + alpha)
+
+    def learn(grads: dict, trace: EpropTrace, state: Any, L: torch.Tensor) -> None:
+        g = model.psi(state) * L  # ψ_t ⊙ L_t, (..., B, N)
+        gT = g.swapaxes(-1, -2)
+        grads["W"] += gT @ trace.h
+        grads["U"] += gT @ trace.x
+        grads["b"] += g.sum(-2) * trace.one
+
+    return init, advance, learn
+
+
+def _lif_traces(model: torch.nn.Module):
+    p, n = model.step_params, model.n
+
+    def init(state: Any, x: torch.Tensor) -> SpikingTrace:
+        lead, n_pre = x.shape[1:-1], n + x.shape[-1] + 1
+        zeros = lambda *shape: x.new_zeros(shape)  # noqa: E731
+        return SpikingTrace(zeros(*lead, n_pre), None if p.cell == "box" else zeros(*lead, n_pre),
+                            zeros(*lead, n, n_pre))
+
+    def advance(trace: SpikingTrace, state: Any, z_prev: torch.Tensor, x_t: torch.Tensor) -> SpikingTrace:
+        pre = torch.cat([z_prev, x_t, x_t.new_ones((*x_t.shape[:-1], 1))], dim=-1)  # z_{t−1}, x_t, 1
+        return spiking_trace_step(trace, pre, model.psi(state), p)
+
+    def learn(grads: dict, trace: SpikingTrace, state: Any, L: torch.Tensor) -> None:
+        g = torch.einsum("...bj,...bjp->...jp", L, trace.E)  # L_t Ē_t = [∇W | ∇U | ∇b]
+        grads["W"] += g[..., :n]
+        grads["U"] += g[..., n:-1]
+        grads["b"] += g[..., -1]
+
+    return init, advance, learn
+
+
+_TRACES = {"rate": _rate_traces, "lif": _lif_traces}
+
+
 @dataclass(frozen=True)
 class Eprop:
-    """e-prop on the a-form network; ``feedback`` symmetric (B = Vᵀ) or random (seeded)."""
+    """e-prop on the a-form rate network or the LIF network; ``feedback`` symmetric (B = Vᵀ) or random.
+
+    ``feedback_seed`` seeds the random B: one int, or one per member of a stack.
+    """
 
     name: str = "eprop"
-    models: tuple[str, ...] = ("rate",)
     feedback: str = "symmetric"
-    feedback_seed: int = 0
+    feedback_seed: int | tuple[int, ...] = 0
+    kinds: ClassVar[tuple[str, ...]] = ("rate", "lif")
+    options: ClassVar[dict[str, tuple[str, ...]]] = {"rate": ("feedback_seed",), "lif": ("feedback_seed",)}
 
     def __post_init__(self) -> None:
         check_feedback(self.feedback)
@@ -58,22 +139,12 @@ class Eprop:
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
         return self.run(model, batch, task)[0]
 
-    def run(self, model: torch.nn.Module, batch: Any, task: Any) -> tuple[GradResult, EpropTrace]:
-        """The gradients and the final eligibility vectors of one batch, forward in time."""
-        alpha, dphi = model.params.alpha, model.nl.dphi
+    def feedback_matrix(self, model: torch.nn.Module) -> torch.Tensor:
+        """B: Vᵀ of the current readout, or the fixed random matrices of ``feedback_seed``."""
+        return feedback(model, self.feedback, self.feedback_seed)
 
-        def init(state: Any, x: torch.Tensor) -> EpropTrace:
-            return EpropTrace(torch.zeros_like(state.h), torch.zeros_like(x[0]), 0.0)
-
-        def advance(trace: EpropTrace, state: Any, h_prev: torch.Tensor, x_t: torch.Tensor) -> EpropTrace:
-            return EpropTrace((1.0 - alpha) * trace.h + alpha * h_prev, (1.0 - alpha) * trace.x + alpha * x_t,
-                              (1.0 - alpha) * trace.one + alpha)
-
-        def learn(grads: dict, trace: EpropTrace, state: Any, L: torch.Tensor) -> None:
-            g = dphi(state.a) * L  # ψ_t ⊙ L_t, (B, N)
-            grads["W"] += g.T @ trace.h
-            grads["U"] += g.T @ trace.x
-            grads["b"] += g.sum(0) * trace.one
-
-        B = feedback(model, self.feedback, self.feedback_seed)
-        return online_pass(model, batch, task, "a", B, init, advance, learn)
+    def run(self, model: torch.nn.Module, batch: Any, task: Any) -> tuple[GradResult, Any]:
+        """The gradients and the final traces of one batch, forward in time."""
+        kind = check_kind(model, self.name, self.kinds)
+        init, advance, learn = _TRACES[kind](model)
+        return online_pass(model, batch, task, self.feedback_matrix(model), init, advance, learn)

@@ -11,7 +11,8 @@ On the a-form (default ``form="a"``) the toolkit uses Murray's trace with u_t �
 enters inside the low-pass trace (at the presynaptic time) instead of at the time of the learning
 signal, as in e-prop; the traces cannot be factorised and cost O(N² + N n_in) per trial (and per
 batch element). B is a fixed random N(0, 1/N) matrix by default (``feedback="symmetric"``: B = Vᵀ).
-The loop runs forward in time without autograd; e_t comes from the task in closed form.
+The loop runs forward in time without autograd (:func:`biorules.rules.common.online_pass`); e_t
+comes from the task in closed form.
 
 Exactness (spec §3, property 4): r-form with B = Vᵀ equals r-form autograd with W sg(h_{t−1}) for
 any W, hence r-form BPTT at W = 0; the a-form differs from BPTT even at W = 0 (α < 1, nonlinear φ);
@@ -21,34 +22,44 @@ at α = 1 the a-form equals e-prop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
 from biorules.rules.base import GradResult
-from biorules.rules.common import check_feedback, check_form, feedback, forward, online_pass
+from biorules.rules.common import (
+    check_feedback,
+    check_form,
+    check_kind,
+    feedback,
+    forward,
+    model_step,
+    online_pass,
+)
 
 
 class RfloTrace(NamedTuple):
     """RFLO eligibility traces at the end of a trial (their size is independent of T)."""
 
     W: torch.Tensor
-    """P (B, N, N) [1]."""
+    """P (..., B, N, N) [1]."""
     U: torch.Tensor
-    """P^x (B, N, n_in) [1]."""
+    """P^x (..., B, N, n_in) [1]."""
     b: torch.Tensor
-    """p^b (B, N) [1]."""
+    """p^b (..., B, N) [1]."""
 
 
 @dataclass(frozen=True)
 class RFLO:
-    """RFLO; ``form`` a (default) or r, ``feedback`` random (default, seeded) or symmetric."""
+    """RFLO; ``form`` a (default) or r, ``feedback`` random (default, seeded; one seed per member
+    of a stack) or symmetric."""
 
     name: str = "rflo"
-    models: tuple[str, ...] = ("rate",)
     form: str = "a"
     feedback: str = "random"
-    feedback_seed: int = 0
+    feedback_seed: int | tuple[int, ...] = 0
+    kinds: ClassVar[tuple[str, ...]] = ("rate",)
+    options: ClassVar[dict[str, tuple[str, ...]]] = {"rate": ("form", "feedback", "feedback_seed")}
 
     def __post_init__(self) -> None:
         check_form(self.form)
@@ -62,24 +73,26 @@ class RFLO:
 
     def run(self, model: torch.nn.Module, batch: Any, task: Any) -> tuple[GradResult, RfloTrace]:
         """The gradients and the final traces of one batch, forward in time."""
-        alpha, dphi = model.params.alpha, model.nl.dphi
+        check_kind(model, self.name, self.kinds)
+        alpha, dphi, n = model.alpha, model.nl.dphi, model.n
 
         def init(state: Any, x: torch.Tensor) -> RfloTrace:
-            n_batch, n = state.h.shape
-            return RfloTrace(x.new_zeros((n_batch, n, n)), x.new_zeros((n_batch, n, x.shape[2])),
-                             x.new_zeros((n_batch, n)))
+            lead = state.h.shape[:-1]
+            return RfloTrace(x.new_zeros((*lead, n, n)), x.new_zeros((*lead, n, x.shape[-1])),
+                             x.new_zeros((*lead, n)))
 
         def advance(trace: RfloTrace, state: Any, h_prev: torch.Tensor, x_t: torch.Tensor) -> RfloTrace:
-            psi = dphi(state.a)  # φ'(a_t), or φ'(u_t) in the r-form
-            trace.W.baddbmm_(psi[:, :, None], h_prev[:, None, :], beta=1.0 - alpha, alpha=alpha)
-            trace.U.baddbmm_(psi[:, :, None], x_t[:, None, :], beta=1.0 - alpha, alpha=alpha)
-            trace.b.mul_(1.0 - alpha).add_(psi, alpha=alpha)
+            psi = dphi(state.a).reshape(-1, n, 1)  # φ'(a_t), or φ'(u_t) in the r-form
+            n_in = x_t.shape[-1]
+            trace.W.view(-1, n, n).baddbmm_(psi, h_prev.reshape(-1, 1, n), beta=1.0 - alpha, alpha=alpha)
+            trace.U.view(-1, n, n_in).baddbmm_(psi, x_t.reshape(-1, 1, n_in), beta=1.0 - alpha, alpha=alpha)
+            trace.b.mul_(1.0 - alpha).add_(psi.reshape(trace.b.shape), alpha=alpha)
             return trace
 
         def learn(grads: dict, trace: RfloTrace, state: Any, L: torch.Tensor) -> None:
-            grads["W"] += torch.einsum("bj,bji->ji", L, trace.W)
-            grads["U"] += torch.einsum("bj,bji->ji", L, trace.U)
-            grads["b"] += (L * trace.b).sum(0)
+            grads["W"] += torch.einsum("...bj,...bji->...ji", L, trace.W)
+            grads["U"] += torch.einsum("...bj,...bji->...ji", L, trace.U)
+            grads["b"] += (L * trace.b).sum(-2)
 
         B = feedback(model, self.feedback, self.feedback_seed)
-        return online_pass(model, batch, task, self.form, B, init, advance, learn)
+        return online_pass(model, batch, task, B, init, advance, learn, step=model_step(model, self.form))

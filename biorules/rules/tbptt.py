@@ -13,7 +13,7 @@ gives ∇W = α Σ_t (ψ_t ⊙ Vᵀe_t) h_{t−1}ᵀ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -21,7 +21,14 @@ from biorules.errors import InputError
 from biorules.network import RateState, simulate
 from biorules.rules.base import GradResult
 from biorules.rules.bptt import manual_gradients
-from biorules.rules.common import autograd_grads, forward, inputs, mask_recurrent, model_step
+from biorules.rules.common import (
+    autograd_grads,
+    check_kind,
+    forward,
+    inputs,
+    mask_recurrent,
+    model_step,
+)
 
 MODES = ("chunk", "sliding")
 
@@ -31,9 +38,10 @@ class TBPTT:
     """Truncated BPTT: ``window`` K steps, ``mode`` chunk or sliding (a-form network)."""
 
     name: str = "tbptt"
-    models: tuple[str, ...] = ("rate",)
     window: int = 10
     mode: str = "chunk"
+    kinds: ClassVar[tuple[str, ...]] = ("rate",)
+    options: ClassVar[dict[str, tuple[str, ...]]] = {"rate": ("window", "mode")}
 
     def __post_init__(self) -> None:
         if int(self.window) < 1:
@@ -45,14 +53,15 @@ class TBPTT:
         return forward(model, x, "a")[0]
 
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
+        check_kind(model, self.name, self.kinds)
         if self.mode == "sliding":
             return manual_gradients(model, batch, task, window=int(self.window))
         x = inputs(model, batch)
         K, T = int(self.window), x.shape[0]
-        state = model.initial_state(x.shape[1])
+        state = model.initial_state(x.shape[-2])
         step = model_step(model, "a")
         grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-        ys, loss = [], torch.zeros((), dtype=x.dtype)
+        ys, loss = [], x.new_zeros(() if model.members is None else (model.members,))
         for start in range(0, T, K):
             stop = min(start + K, T)
             final, states = simulate(step, state, x[start:stop])
