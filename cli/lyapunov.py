@@ -43,7 +43,7 @@ def lyapunov(ctx: Context, step, gain, n, alpha, nonlinearity, init, seeds, expo
     """Measure Lyapunov spectra of random rate networks over a grid of initial gains."""
     if exponents > n:
         raise click.BadParameter(f"{exponents} exponents exceed the {n} units (--n)", param_hint="'--exponents'")
-    from biorules import gain_scan
+    from biorules.experiments import gain_scan
     from biorules.network import NetworkParams
 
     config = gain_scan.LyapunovScanConfig(

@@ -20,6 +20,21 @@ def _names(kind: str):
     return convert
 
 
+def _device(value: str) -> str:
+    """``cpu`` or an available CUDA device, else a usage error naming ``--device``."""
+    import re
+
+    if value == "cpu":
+        return value
+    if not re.fullmatch(r"cuda(:\d+)?", value):
+        raise click.UsageError(f"--device must be cpu, cuda or cuda:N, got {value!r}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise click.UsageError(f"--device {value}: no CUDA device is available here")
+    return value
+
+
 @click.command()
 @click.option("--step", type=float, default=None, is_eager=True, callback=step_callback,
               help="Step of a --gain START:STOP range  [default: 0.25]")
@@ -41,6 +56,10 @@ def _names(kind: str):
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Local worker processes  [default: CPU count]")
 @click.option("--scheduler", default=None, help="Address of a dask.distributed scheduler to run the cells on.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Torch device the stacks train on: cpu, cuda or cuda:N.")
+@click.option("--stack", type=click.IntRange(min=1), default=None,
+              help="Networks trained together in one tensor program  [default: chosen by the grid]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results/sweep.zarr"),
               show_default=True, help="Zarr store (resumed if it holds the same sweep).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -48,19 +67,19 @@ def _names(kind: str):
 @quiet_option
 @pass_context
 def sweep(ctx: Context, step, gain, rules, floss, seeds, task, n, alpha, updates, batch, lr, exponents, workers,
-          scheduler, out, plot) -> None:
+          scheduler, device, stack, out, plot) -> None:
     """Train every (gain, rule, floss, seed) cell; rerun the same command to resume."""
-    from biorules import sweep as study
     from biorules.errors import InputError
-    from biorules.gain_scan import parse_gains
+    from biorules.experiments import sweep as study
+    from biorules.experiments.gain_scan import parse_gains
 
     try:
         config = study.SweepConfig(gains=parse_gains(gain), rules=rules, floss=floss, seeds=tuple(range(seeds)),
                                    task=task, n=n, alpha=alpha, updates=updates, batch=batch, lr=lr,
-                                   n_exponents=exponents)
+                                   n_exponents=exponents, device=_device(device))
     except InputError as e:
         raise click.UsageError(str(e)) from None
-    ds = study.run(config, out, workers=workers, scheduler=scheduler, progress=ctx.progress)
+    ds = study.run(config, out, workers=workers, scheduler=scheduler, stack=stack, progress=ctx.progress)
     table = study.summary(ds)
     ctx.echo(f"{task}, N={n}, {updates} updates, {seeds} seed(s): held-out accuracy (mean ± sd), λ_max [1/τ]")
     ctx.echo(f"{'gain':>6} {'rule':>13} {'floss':>6} {'accuracy':>15} {'λ before':>9} {'λ after':>9}")

@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from biorules.spiking import LIFNetwork, LIFParams
 from biorules.rules import KIND_RULES, get_rule
+from biorules.spiking import LIFNetwork, LIFParams
 from biorules.tasks import make_task
 
 

@@ -16,7 +16,7 @@ import xarray as xr
 
 def main(path: Path) -> None:
     if not path.exists():
-        from biorules import sweep
+        from biorules.experiments import sweep
 
         cfg = sweep.SweepConfig(gains=(0.5, 1.0, 2.0), rules=("bptt", "eprop"), seeds=(0, 1), n=32, updates=200)
         sweep.run(cfg, path, progress=True)

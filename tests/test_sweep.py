@@ -9,7 +9,7 @@ from conftest import requires_dask
 
 from biorules import store
 from biorules.errors import InputError
-from biorules.sweep import SweepConfig, run
+from biorules.experiments.sweep import SweepConfig, run
 
 
 def tiny(**kw):
@@ -86,3 +86,27 @@ def test_dask_cluster_gives_the_same_numbers(tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         remote = run(cfg, tmp_path / "dask.zarr", scheduler=cluster.scheduler_address)
     xr.testing.assert_identical(_numbers(remote), _numbers(local))
+
+
+def test_stacked_sweep_equals_the_sweep_cell_by_cell(tmp_path):
+    cfg = tiny(rules=("eprop", "rflo"), gains=(0.5, 1.0, 1.5), dtype="float64")
+    stacked = run(cfg, tmp_path / "stacked.zarr", workers=1)
+    single = run(cfg, tmp_path / "single.zarr", workers=1, stack=1)
+    xr.testing.assert_allclose(_numbers(stacked), _numbers(single), rtol=1e-10, atol=1e-12)
+    assert (stacked.status == store.STATUS["done"]).all()
+
+
+def test_plan_groups_cells_that_can_share_a_stack():
+    from biorules.experiments.sweep import plan
+
+    cfg = tiny(rules=("eprop", "bptt"), floss=("none", "local"), gains=(0.5, 1.0, 1.5))
+    cells = [(g, r, f, s) for g in range(3) for r in range(2) for f in range(2) for s in range(2)]
+    jobs = plan(cfg, cells, workers=2)
+    stacks = [j for j in jobs if j.key[1] == "none"]
+    assert sorted(j.key for j in stacks) == [("bptt", "none"), ("eprop", "none")]
+    assert all(len(j.cells) == 6 for j in stacks)  # whole groups: 2 groups already keep 2 workers busy
+    assert all(len(j.cells) == 1 for j in jobs if j.key[1] == "local")
+    assert sorted(c for j in jobs for c in j.cells) == sorted(cells)
+    assert max(len(j.cells) for j in plan(cfg, cells, stack=4)) == 4
+    one_group = plan(tiny(gains=(0.5, 1.0, 1.5)), [(g, 0, 0, s) for g in range(3) for s in range(2)], workers=2)
+    assert [len(j.cells) for j in one_group] == [3, 3]

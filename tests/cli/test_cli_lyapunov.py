@@ -37,7 +37,8 @@ def test_lyapunov_store_summary_and_plot(tmp_path):
 
 
 def test_resume_fills_only_missing_cells(tmp_path):
-    from biorules import gain_scan, store
+    from biorules import store
+    from biorules.experiments import gain_scan
     from biorules.network import NetworkParams
 
     out = tmp_path / "l.zarr"

@@ -1,20 +1,23 @@
 """The gain study (spec §6): a grid of training runs written cell by cell into one zarr store.
 
-A cell is (gain, rule, floss, seed): ``network`` builds W(g, seed), ``lyapunov`` measures the
-spectrum before, ``train`` runs the rule on the task (with flossing if asked), ``lyapunov``
-measures after, and ``store.write_cell`` writes the cell's region, ``status`` last. Cells run in
-local worker processes (one torch thread each) or on a dask.distributed cluster; results are
-written by the calling process only, so no two writers ever touch a chunk. A rerun skips finished
-cells, so an interrupted sweep resumes where it stopped.
+A cell is (gain, rule, floss, seed). The plan groups pending cells that can share a stack (same
+rule and flossing mode; gains and seeds vary inside it) into stacks of at most ``stack`` members;
+each stack builds W(g, seed) for every member (bit-identical to the network built alone), measures
+the spectra before, trains all members in one tensor program (:func:`biorules.train.train`, members
+independent), measures after, and hands back one Dataset per cell, which
+:func:`biorules.experiments.grid.run_grid` writes into the cell's region, ``status`` last. A rerun
+skips finished cells, so an interrupted sweep resumes where it stopped; since a stacked member
+gives the numbers of its single run, how the remaining cells are grouped does not change them.
+Flossed cells run as stacks of one (flossing drives one network's exponents at a time).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ import xarray as xr
 
 from biorules import store
 from biorules.errors import InputError
+from biorules.experiments.grid import Cell, Job, chunks, default_workers, run_grid, stack_size
 from biorules.flossing import MODES as FLOSS_MODES
 from biorules.flossing import FlossSchedule
 from biorules.provenance import provenance_attrs
@@ -51,6 +55,10 @@ class SweepConfig:
     eval_every: int = 50
     eval_batch: int = 512
     schedule: FlossSchedule = field(default_factory=FlossSchedule)
+    device: str = "cpu"
+    """Torch device the stacks train on (``cpu``, ``cuda``)."""
+    dtype: str = "float32"
+    """Training precision (``float32`` or ``float64``)."""
 
     def __post_init__(self) -> None:
         from biorules.network import NetworkParams
@@ -71,18 +79,12 @@ class SweepConfig:
             raise InputError("updates and batch must be positive")
         if not 1 <= self.n_exponents <= self.n:
             raise InputError(f"exponents must lie in 1..{self.n} (the number of units)")
+        if self.dtype not in ("float32", "float64"):
+            raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
         NetworkParams(n=self.n, alpha=self.alpha, nonlinearity=self.nonlinearity, init=self.init)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
-
-    def cells(self) -> Iterator[tuple[int, int, int, int]]:
-        """Indices (gain, rule, floss, seed) of every cell, seeds innermost."""
-        for i, _ in enumerate(self.gains):
-            for j, _ in enumerate(self.rules):
-                for k, _ in enumerate(self.floss):
-                    for s, _ in enumerate(self.seeds):
-                        yield i, j, k, s
 
 
 def template(config: SweepConfig) -> xr.Dataset:
@@ -122,88 +124,78 @@ def template(config: SweepConfig) -> xr.Dataset:
                                                   "config": config.to_json(), **provenance_attrs()})
 
 
-def run_cell(config: SweepConfig, gain: float, rule: str, floss: str, seed: int) -> xr.Dataset:
-    """Train one cell and return its variables (no cell dims); a failure becomes ``status=failed``."""
-    import torch
-
+def run_stack(config: SweepConfig, job: Job) -> list[xr.Dataset]:
+    """Train the cells of ``job`` (one rule and flossing mode; ``job.key``) as one stack and return
+    their variables (no cell dims), in the job's order; a failure becomes ``status=failed``."""
+    from biorules import train as training
     from biorules.flossing import FlossConfig
     from biorules.network import NetworkParams
-    from biorules.train import train
 
-    torch.set_num_threads(1)
+    rule, floss = job.key
+    gains = tuple(float(config.gains[i]) for i, _, _, _ in job.cells)
+    seeds = tuple(int(config.seeds[s]) for _, _, _, s in job.cells)
     t0 = time.perf_counter()
+    network = NetworkParams(n=config.n, alpha=config.alpha, nonlinearity=config.nonlinearity, init=config.init)
+    common = dict(task=config.task, rule=rule, network=network, batch=config.batch, updates=config.updates,
+                  lr=config.lr, n_exponents=config.n_exponents, eval_every=config.eval_every,
+                  eval_batch=config.eval_batch, cosine_every=0, device=config.device, dtype=config.dtype)
     try:
-        ds = train(config.task, rule, NetworkParams(n=config.n, gain=float(gain), alpha=config.alpha,
-                                                    nonlinearity=config.nonlinearity, init=config.init),
-                   batch=config.batch, updates=config.updates, lr=config.lr, seed=int(seed),
-                   n_exponents=config.n_exponents, eval_every=config.eval_every, eval_batch=config.eval_batch,
-                   cosine_every=0, floss=None if floss == "none" else FlossConfig(mode=floss, seed=int(seed)),
-                   floss_schedule=config.schedule)
-    except Exception as e:  # one failed cell must not end the sweep: it is recorded and reported
-        cell = xr.Dataset({"status": ((), np.int8(store.STATUS["failed"])),
-                           "wall_time": ((), time.perf_counter() - t0)})
+        if floss == "none":
+            ds = training.train(training.TrainConfig(gains=gains, seeds=seeds, **common))
+            members = [ds.isel(member=m).drop_vars(["gain", "seed"]) for m in range(len(gains))]
+        else:  # flossing drives one network's exponents: a stack of one
+            members = [training.train(training.TrainConfig(
+                seed=s, floss=FlossConfig(mode=floss, seed=s), floss_schedule=config.schedule,
+                **{**common, "network": NetworkParams(**{**asdict(network), "gain": g})})) for g, s in zip(gains, seeds, strict=True)]
+    except Exception as e:  # one failed stack must not end the sweep: its cells are recorded as failed
+        wall = (time.perf_counter() - t0) / len(job.cells)
+        cell = xr.Dataset({"status": ((), np.int8(store.STATUS["failed"])), "wall_time": ((), wall)})
         cell.attrs["message"] = f"{type(e).__name__}: {e}"
-        return cell
+        return [cell] * len(job.cells)
+    wall = (time.perf_counter() - t0) / len(job.cells)
     keep = [*CURVES, "eval_accuracy", "lambda_before", "lambda_after", *SCALARS, "status"]
-    cell = ds[keep].drop_vars(list(ds[keep].coords))
-    cell["status"] = ((), np.int8(int(ds.status)))
-    return cell
+    cells = []
+    for ds in members:
+        cell = ds[keep].drop_vars(list(ds[keep].coords))
+        cell["status"] = ((), np.int8(int(ds.status)))
+        cell["wall_time"] = ((), wall)
+        cells.append(cell)
+    return cells
 
 
-def _local_map(config: SweepConfig, todo: list, workers: int) -> Iterator[tuple[tuple, xr.Dataset]]:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    if workers == 1:
-        for idx, args in todo:
-            yield idx, run_cell(config, *args)
-        return
-    pool = ProcessPoolExecutor(max_workers=workers)
-    try:
-        futures = {pool.submit(run_cell, config, *args): idx for idx, args in todo}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _dask_map(config: SweepConfig, todo: list, scheduler: str) -> Iterator[tuple[tuple, xr.Dataset]]:
-    from distributed import Client, as_completed
-
-    with Client(scheduler) as client:
-        futures = [client.submit(run_cell, config, *args, pure=False) for _, args in todo]
-        index = {f.key: idx for f, (idx, _) in zip(futures, todo, strict=True)}
-        try:
-            for fut in as_completed(futures):
-                yield index[fut.key], fut.result()
-        finally:
-            client.cancel(futures)
+def plan(config: SweepConfig, pending: list[Cell], stack: int | None = None, workers: int = 1) -> list[Job]:
+    """Group pending cells by (rule, floss) into stacks of at most ``stack`` members (default: whole
+    groups, split only as far as needed to keep ``workers`` busy); flossed cells run one by one."""
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for idx in pending:
+        groups.setdefault((config.rules[idx[1]], config.floss[idx[2]]), []).append(idx)
+    size = stack or stack_size([len(g) for k, g in groups.items() if k[1] == "none"], workers)
+    jobs = []
+    for key, cells in groups.items():
+        for part in chunks(cells, size if key[1] == "none" else 1):
+            jobs.append(Job(part, key))
+    return jobs
 
 
 def run(config: SweepConfig, out: str | Path, *, workers: int | None = None, scheduler: str | None = None,
-        progress: bool = False, on_cell: Callable[[tuple, xr.Dataset], None] | None = None) -> xr.Dataset:
+        stack: int | None = None, progress: bool = False,
+        on_cell: Callable[[tuple, xr.Dataset], None] | None = None) -> xr.Dataset:
     """Run every pending cell of ``config`` into the store ``out`` (created, or resumed if it holds
     the same configuration) and return the store's contents.
 
-    ``workers`` local processes (default: the CPU count, at most the number of cells), or the
-    dask.distributed cluster at ``scheduler``. ``on_cell(index, cell)`` is called after each write.
+    ``workers`` local processes (default: the CPU count, at most the number of stacks), or the
+    dask.distributed cluster at ``scheduler``; ``stack`` members per stack (default: chosen by the
+    plan). ``on_cell(index, cell)`` is called after each write.
     """
-    from tqdm.auto import tqdm
-
-    store.open_or_create(out, template(config), CELL_DIMS)
-    done = store.finished_cells(out)
-    todo = [(idx, (config.gains[idx[0]], config.rules[idx[1]], config.floss[idx[2]], config.seeds[idx[3]]))
-            for idx in config.cells() if not done[idx]]
-    if workers is not None and workers < 1:
-        raise InputError(f"workers must be positive, got {workers}")
-    workers = workers or max(1, min(os.cpu_count() or 1, len(todo)))
-    results = _dask_map(config, todo, scheduler) if scheduler else _local_map(config, todo, workers)
-    with tqdm(total=len(todo), disable=not progress, desc="sweep", unit="cell") as bar:
-        for idx, cell in results:
-            store.write_cell(out, cell, dict(zip(CELL_DIMS, idx, strict=True)))
-            if on_cell is not None:
-                on_cell(idx, cell)
-            bar.update(1)
-    return store.open_store(out).load()
+    if stack is not None and stack < 1:
+        raise InputError(f"--stack must be positive, got {stack}")
+    if workers is None and config.device != "cpu":
+        workers = 1  # one process drives the GPU; the stacks give it the parallel work
+    n_workers = workers or default_workers(len(config.rules) * len(config.floss) * len(config.gains) * len(config.seeds))
+    return run_grid(out, template(config), CELL_DIMS,
+                    partial(plan, config, stack=stack, workers=1 if scheduler else n_workers),
+                    partial(run_stack, config), workers=workers, scheduler=scheduler, progress=progress,
+                    desc="sweep", on_cell=on_cell)
 
 
 def summary(ds: xr.Dataset) -> xr.Dataset:

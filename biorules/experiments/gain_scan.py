@@ -1,7 +1,8 @@
 """Lyapunov spectra over a grid of initial gains and network seeds (spec §4, §6).
 
 Each (gain, seed) cell builds W(g, seed) and measures its autonomous spectrum per τ; cells are
-written into a zarr store one by one, so an interrupted scan resumes where it stopped.
+written into a zarr store one by one by :func:`biorules.experiments.grid.run_grid`, so an
+interrupted scan resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from biorules import store
 from biorules.errors import InputError
+from biorules.experiments.grid import Cell, Job, run_grid
 from biorules.lyapunov import spectrum_of
 from biorules.network import NetworkParams
 from biorules.provenance import provenance_attrs
@@ -104,18 +106,18 @@ def measure_cell(config: LyapunovScanConfig, gain: float, seed: int) -> xr.Datas
     )
 
 
+def _measure_job(config: LyapunovScanConfig, job: Job) -> list[xr.Dataset]:
+    return [measure_cell(config, config.gains[i], config.seeds[j]) for i, j in job.cells]
+
+
+def _plan(pending: list[Cell]) -> list[Job]:
+    return [Job((idx,)) for idx in pending]
+
+
 def run(config: LyapunovScanConfig, out: str | Path, progress: bool = False) -> xr.Dataset:
     """Measure every pending cell of ``config`` into the store ``out`` (created or resumed)."""
-    store.open_or_create(out, template(config), CELL_DIMS)
-    done = store.finished_cells(out)
-    todo = [(i, j) for i in range(len(config.gains)) for j in range(len(config.seeds)) if not done[i, j]]
-    bar = _progress(len(todo), progress)
-    for i, j in todo:
-        cell = measure_cell(config, config.gains[i], config.seeds[j])
-        store.write_cell(out, cell, {"gain": i, "seed": j})
-        bar.update(1)
-    bar.close()
-    return store.open_store(out).load()
+    return run_grid(out, template(config), CELL_DIMS, _plan, partial(_measure_job, config), workers=1,
+                    progress=progress, desc="spectra")
 
 
 def summary(ds: xr.Dataset) -> xr.Dataset:
@@ -123,12 +125,6 @@ def summary(ds: xr.Dataset) -> xr.Dataset:
     lam = ds["lambda_max"]
     return xr.Dataset({"mean": lam.mean("seed"), "sd": lam.std("seed", ddof=1) if ds.sizes["seed"] > 1
                        else xr.full_like(lam.mean("seed"), np.nan)})
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc="spectra", unit="net")
 
 
 def parse_gains(values: Sequence[float]) -> tuple[float, ...]:
