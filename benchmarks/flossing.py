@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from biorules.flossing import FlossConfig, Flosser, gradient_alignment
+from biorules.experiments.floss_study import gradient_alignment
+from biorules.flossing import FlossConfig, Flosser
 from biorules.network import NetworkParams, RateRNN
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported as benchmarks.*

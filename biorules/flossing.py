@@ -16,12 +16,16 @@ with D_t = (1−α)I + α W diag(ψ_t), ψ_t = φ'(a_t). Three modes give its gr
            the eligibility vectors ε^h_t = (1−α)ε^h_{t−1} + α h_{t−1} (ε^x with x_t, ε^1 with 1) for U, b.
 
 ``local`` and ``eprop`` run forward in time with no backpropagation; each flossing step is one
-step of a separate optimiser; the readout (V, c) is never flossed.
+step of a separate optimiser; the readout (V, c) is never flossed. Every state update is the
+network's own step (:meth:`biorules.network.RateRNN.step`).
+
+A stack of networks flosses in one tensor program: every tensor gains the member axis, λ̂ is (S, k)
+and each member's ℒ_f, gradient and optimiser state are its own (member s gets exactly the numbers
+it would get alone, with its own seed).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, NamedTuple
 
@@ -106,53 +110,60 @@ class FlossResult(NamedTuple):
 # --------------------------------------------------------------------------------------------
 
 
-def _window_start(model: Any, cfg: FlossConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Relaxed initial states a_0 (B, N) for flossing step ``step``, and Q_0 (N, k), the same every call."""
-    n, dtype, alpha = model.params.n, model.W.dtype, model.params.alpha
-    rng_a = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0, step]))
-    rng_q = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
-    a = torch.as_tensor(rng_a.standard_normal((cfg.batch, n)), dtype=dtype)
-    q0 = np.linalg.qr(rng_q.standard_normal((n, cfg.n_exponents)))[0]
+def _seeds(model: Any, cfg: FlossConfig, seeds: tuple[int, ...] | None) -> tuple[int, ...]:
+    """One flossing seed per member (a single network: ``cfg.seed``)."""
+    if seeds is None:
+        seeds = (cfg.seed,) * (model.members or 1)
+    if len(seeds) != (model.members or 1):
+        raise InputError(f"a stack of {model.members} needs as many flossing seeds, got {len(seeds)}")
+    return tuple(int(x) for x in seeds)
+
+
+def _window_start(model: Any, cfg: FlossConfig, step: int, seeds: tuple[int, ...] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relaxed initial states a_0 (B, N) for flossing step ``step`` and Q_0 (N, k), the same every
+    call; a stack gets (S, B, N) and (S, N, k), member s from its own seed."""
+    from biorules.network import RateState
+
+    n, dtype, device = model.n, model.W.dtype, model.W.device
+    a0, q0 = [], []
+    for seed in _seeds(model, cfg, seeds):
+        rng_a = np.random.default_rng(np.random.SeedSequence([seed, 0, step]))
+        rng_q = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+        a0.append(rng_a.standard_normal((cfg.batch, n)))
+        q0.append(np.linalg.qr(rng_q.standard_normal((n, cfg.n_exponents)))[0])
+    pick = (lambda v: np.stack(v)) if model.members is not None else (lambda v: v[0])
+    a = torch.as_tensor(pick(a0), dtype=dtype, device=device)
     with torch.no_grad():
+        state = RateState(a, model.nl.phi(a))
         for _ in range(cfg.relax):
-            a = torch.lerp(a, _drive(model, model.nl.phi(a), None, model.W), alpha)
-    return a, torch.as_tensor(q0, dtype=dtype)
+            state = model.step(state, None)
+    return state.a, torch.as_tensor(pick(q0), dtype=dtype, device=device)
 
 
-def _check_inputs(inputs: torch.Tensor | None, cfg: FlossConfig, n_in: int) -> None:
-    if inputs is not None and inputs.shape[:2] != (cfg.transient + cfg.window, cfg.batch):
-        raise InputError(
-            f"flossing inputs must be (transient + window, batch, n_in) = "
-            f"({cfg.transient + cfg.window}, {cfg.batch}, {n_in}), got {tuple(inputs.shape)}"
-        )
-
-
-def _drive(model: Any, h: torch.Tensor, x: torch.Tensor | None, W: torch.Tensor) -> torch.Tensor:
-    """W h + b (+ U x): the input to the leaky update, one fused product where possible."""
-    d = torch.addmm(model.b, h, W.T)
-    return d if x is None else torch.addmm(d, x, model.U.T)
+def _check_inputs(model: Any, inputs: torch.Tensor | None, cfg: FlossConfig) -> None:
+    lead = (cfg.transient + cfg.window,) + (() if model.members is None else (model.members,)) + (cfg.batch,)
+    if inputs is not None and tuple(inputs.shape[:-1]) != lead:
+        raise InputError(f"flossing inputs must be (transient + window, [members,] batch, n_in) = "
+                         f"{(*lead, model.U.shape[-1])}, got {tuple(inputs.shape)}")
 
 
 def _loss(lam: torch.Tensor, target: float) -> torch.Tensor:
-    return ((lam - target) ** 2).mean()
-
-
-# --------------------------------------------------------------------------------------------
-# exact: autograd through the window
-# --------------------------------------------------------------------------------------------
+    """ℒ_f = (1/k) Σ_i (λ̂_i − λ*)², per member of a stack."""
+    return ((lam - target) ** 2).mean(-1)
 
 
 def _tangent(W: torch.Tensor, alpha: float, psi: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
-    """D_t Q_t = (1−α) Q_t + α W (ψ_t ⊙ Q_t) for a batch (B, N, k), as one (N×N)(N×Bk) product."""
-    B, N, k = Q.shape
-    X = (psi.unsqueeze(-1) * Q).permute(1, 0, 2).reshape(N, B * k)
-    return (1 - alpha) * Q + alpha * (W @ X).reshape(N, B, k).permute(1, 0, 2)
+    """D_t Q_t = (1−α) Q_t + α W (ψ_t ⊙ Q_t) for Q (..., B, N, k), as one (N×N)(N×Bk) product per member."""
+    *lead, B, N, k = Q.shape
+    X = (psi.unsqueeze(-1) * Q).movedim(-3, -2).reshape(*lead, N, B * k)
+    return (1 - alpha) * Q + alpha * (W @ X).reshape(*lead, N, B, k).movedim(-2, -3)
 
 
 def _qr_step(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q_{t+1}, diag R_t of D_t Q_t = Q_{t+1} R_t, batched (B, N, k); k = 1 is a normalisation."""
+    """Q_{t+1}, diag R_t of D_t Q_t = Q_{t+1} R_t, batched (..., N, k); k = 1 is a normalisation."""
     if M.shape[-1] == 1:
-        r = torch.linalg.vector_norm(M, dim=-2, keepdim=True)  # (B, 1, 1)
+        r = torch.linalg.vector_norm(M, dim=-2, keepdim=True)  # (..., 1, 1)
         return M / r, r[..., 0]
     Q, R = torch.linalg.qr(M)
     return Q, torch.diagonal(R, dim1=-2, dim2=-1)
@@ -160,26 +171,27 @@ def _qr_step(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def lyapunov_window(model: Any, a0: torch.Tensor, q0: torch.Tensor, transient: int, window: int,
                     inputs: torch.Tensor | None = None) -> torch.Tensor:
-    """Differentiable λ̂ (k,) per step: QR every step, logs summed over the last ``window`` steps."""
-    alpha, nl = model.params.alpha, model.nl
-    a = a0
-    Q = q0.expand(a0.shape[0], *q0.shape)
-    total = torch.zeros(q0.shape[1], dtype=a0.dtype)
+    """Differentiable λ̂ (k,) per step, (S, k) for a stack: QR every step, logs summed over the last
+    ``window`` steps; the state advances by the network's step."""
+    from biorules.network import RateState
+
+    alpha, nl = model.alpha, model.nl
+    state = RateState(a0, nl.phi(a0))
+    Q = q0.unsqueeze(-3).expand(*a0.shape, q0.shape[-1])
+    total = torch.zeros(q0.shape[-1], dtype=a0.dtype, device=a0.device)
     for t in range(transient + window):
-        psi = nl.dphi(a)
-        Q, r = _qr_step(_tangent(model.W, alpha, psi, Q))
+        Q, r = _qr_step(_tangent(model.W, alpha, nl.dphi(state.a), Q))
         if t >= transient:
-            total = total + torch.log(torch.abs(r)).sum(0)
-        x = None if inputs is None else inputs[t]
-        a = torch.lerp(a, _drive(model, nl.phi(a), x, model.W), alpha)  # (1−α)a + α·drive
-    return total / (window * a0.shape[0])
+            total = total + torch.log(torch.abs(r)).sum(-2)
+        state = model.step(state, None if inputs is None else inputs[t])
+    return total / (window * a0.shape[-2])
 
 
 def _exact(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
     params = [getattr(model, p) for p in FLOSSED]
     lam = lyapunov_window(model, a0, q0, cfg.transient, cfg.window, inputs)
     loss = _loss(lam, cfg.target)
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
     grads = {p: torch.zeros_like(getattr(model, p)) if g is None else g for p, g in zip(FLOSSED, grads, strict=True)}
     return FlossResult(grads, lam.detach(), loss.detach())
 
@@ -194,53 +206,52 @@ product: the same sum as per-step outer products, at BLAS-3 speed and with memor
 
 
 class _OuterSum:
-    """Σ over buffered steps and batch of post_{·,i} preᵀ_{·,i}, per exponent i: (k, N, M)."""
+    """Σ over buffered steps and batch of post_{·,i} preᵀ_{·,i}, per exponent i: (..., k, N, M)."""
 
-    def __init__(self, k: int, n: int, m: int, dtype: torch.dtype):
-        self.total = torch.zeros(k, n, m, dtype=dtype)
+    def __init__(self, shape: tuple[int, ...], like: torch.Tensor):
+        self.total = like.new_zeros(shape)
         self.post: list[torch.Tensor] = []
         self.pre: list[torch.Tensor] = []
 
     def add(self, post: torch.Tensor, pre: torch.Tensor) -> None:
-        """post (B, N, k), pre (B, M, k) (or (B, M): the same presynaptic factor for every i)."""
+        """post (..., B, N, k), pre (..., B, M, k) (or (..., B, M): the same factor for every i)."""
         self.post.append(post)
-        self.pre.append(pre if pre.dim() == 3 else pre.unsqueeze(-1).expand(*pre.shape, post.shape[-1]))
+        self.pre.append(pre if pre.dim() == post.dim() else pre.unsqueeze(-1).expand(*pre.shape, post.shape[-1]))
         if len(self.post) == _CHUNK:
             self.flush()
 
     def flush(self) -> torch.Tensor:
         if self.post:
-            P = torch.cat(self.post).permute(2, 1, 0)  # (k, N, steps·B)
-            R = torch.cat(self.pre).permute(2, 0, 1)  # (k, steps·B, M)
-            self.total += torch.bmm(P, R)
+            P = torch.cat(self.post, dim=-3).movedim(-1, -3).transpose(-1, -2)  # (..., k, N, steps·B)
+            R = torch.cat(self.pre, dim=-3).movedim(-1, -3)  # (..., k, steps·B, M)
+            self.total += P @ R
             self.post, self.pre = [], []
         return self.total
 
 
 @torch.no_grad()
 def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
-    alpha, nl, W = model.params.alpha, model.nl, model.W
-    B, N = a0.shape
+    from biorules.network import RateState
+
+    alpha, nl, W = model.alpha, model.nl, model.W
+    *lead, B, N = a0.shape
     k, T = cfg.n_exponents, cfg.window
     eprop = cfg.mode == "eprop"
-    n_in = model.U.shape[1]
-    a = a0.clone()
-    Q = q0.expand(B, N, k).clone()
-    logs = torch.zeros(k, dtype=a.dtype)
-    E_loc = _OuterSum(k, N, N, a.dtype)  # Σ_t q_{t+1,i} (ψ_t ⊙ q̃_{t,i})ᵀ
+    n_in = model.U.shape[-1]
+    state = RateState(a0.clone(), nl.phi(a0))
+    Q = q0.unsqueeze(-3).expand(*lead, B, N, k).clone()
+    logs = a0.new_zeros((*lead, k))
+    E_loc = _OuterSum((*lead, k, N, N), a0)  # Σ_t q_{t+1,i} (ψ_t ⊙ q̃_{t,i})ᵀ
     if eprop:
-        E_w, E_u = _OuterSum(k, N, N, a.dtype), _OuterSum(k, N, n_in, a.dtype)
-        E_b = torch.zeros(k, N, dtype=a.dtype)
-        eps_h = torch.zeros(B, N, dtype=a.dtype)
-        eps_x = torch.zeros(B, n_in, dtype=a.dtype)
+        E_w, E_u = _OuterSum((*lead, k, N, N), a0), _OuterSum((*lead, k, N, n_in), a0)
+        E_b = a0.new_zeros((*lead, k, N))
+        eps_h = a0.new_zeros((*lead, B, N))
+        eps_x = a0.new_zeros((*lead, B, n_in))
         eps_1 = 0.0
     for t in range(cfg.transient + T):
+        a, h = state
         psi = nl.dphi(a)
-        h = nl.phi(a)
-        # one product W [hᵀ | (ψ ⊙ Q)] serves the state drive and the tangent map D_t Q_t
-        Y = W @ torch.cat([h.T, (psi.unsqueeze(-1) * Q).permute(1, 0, 2).reshape(N, B * k)], dim=1)
-        Wh = Y[:, :B].T
-        M = (1 - alpha) * Q + alpha * Y[:, B:].reshape(N, B, k).permute(1, 0, 2)
+        M = _tangent(W, alpha, psi, Q)
         if t >= cfg.transient:
             if k == 1:
                 Qn, r = _qr_step(M)
@@ -249,14 +260,14 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
                 Qn, R = torch.linalg.qr(M)
                 r = torch.diagonal(R, dim1=-2, dim2=-1)
                 Qt = torch.linalg.solve_triangular(R, Q, upper=True, left=False)
-            logs += torch.log(torch.abs(r)).sum(0)
+            logs += torch.log(torch.abs(r)).sum(-2)
             E_loc.add(Qn, psi.unsqueeze(-1) * Qt)
             if eprop:
-                ell = nl.d2phi(a).unsqueeze(-1) * Qt * torch.einsum("nm,bni->bmi", W, Qn)  # ℓ/α
+                ell = nl.d2phi(a).unsqueeze(-1) * Qt * torch.einsum("...nm,...bni->...bmi", W, Qn)  # ℓ/α
                 E_w.add(ell, eps_h)
                 if inputs is not None:
                     E_u.add(ell, eps_x)
-                E_b += ell.sum(0).T * eps_1
+                E_b += ell.sum(-3).transpose(-1, -2) * eps_1
         else:
             Qn = _qr_step(M)[0]
         Q = Qn
@@ -266,16 +277,15 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
             if x is not None:
                 eps_x = (1 - alpha) * eps_x + alpha * x
             eps_1 = (1 - alpha) * eps_1 + alpha
-        drive = Wh + model.b if x is None else torch.addmm(Wh + model.b, x, model.U.T)
-        a = torch.lerp(a, drive, alpha)
+        state = model.step(state, x)
     lam = logs / (B * T)
     coef = (2.0 / k) * (lam - cfg.target) * alpha / (B * T)  # ∂ℒ_f/∂λ̂_i times the 1/(BT) mean
-    gW = torch.einsum("i,inm->nm", coef, E_loc.flush())
+    gW = torch.einsum("...i,...inm->...nm", coef, E_loc.flush())
     gU, gb = torch.zeros_like(model.U), torch.zeros_like(model.b)
     if eprop:
-        gW = gW + torch.einsum("i,inm->nm", coef, E_w.flush())
-        gU = torch.einsum("i,inm->nm", coef, E_u.flush())
-        gb = torch.einsum("i,in->n", coef, E_b)
+        gW = gW + torch.einsum("...i,...inm->...nm", coef, E_w.flush())
+        gU = torch.einsum("...i,...inm->...nm", coef, E_u.flush())
+        gb = torch.einsum("...i,...in->...n", coef, E_b)
     return FlossResult({"W": gW, "U": gU, "b": gb}, lam, _loss(lam, cfg.target))
 
 
@@ -284,32 +294,39 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
 # --------------------------------------------------------------------------------------------
 
 
-def floss_gradients(model: Any, cfg: FlossConfig, step: int = 0, inputs: torch.Tensor | None = None) -> FlossResult:
-    """ℒ_f, λ̂ and the gradients of ``cfg.mode`` for a rate network (``RateRNN``) at flossing ``step``.
+def floss_gradients(model: Any, cfg: FlossConfig, step: int = 0, inputs: torch.Tensor | None = None,
+                    seeds: tuple[int, ...] | None = None) -> FlossResult:
+    """ℒ_f, λ̂ and the gradients of ``cfg.mode`` for a rate network (``RateRNN``, single or a stack)
+    at flossing ``step``.
 
-    ``inputs`` (transient + window, batch, n_in) drive the window (a task stream); None is autonomous.
+    ``inputs`` (transient + window, [S,] batch, n_in) drive the window (a task stream); None is
+    autonomous. ``seeds``: one flossing seed per member of a stack (default ``cfg.seed``).
     """
-    cfg = cfg.resolved(model.params.n)
-    _check_inputs(inputs, cfg, model.U.shape[1])
-    a0, q0 = _window_start(model, cfg, step)
+    cfg = cfg.resolved(model.n)
+    _check_inputs(model, inputs, cfg)
+    a0, q0 = _window_start(model, cfg, step, seeds)
     if cfg.mode == "exact":
         return _exact(model, cfg, a0, q0, inputs)
     return _forward_rules(model, cfg, a0, q0, inputs)
 
 
 class Flosser:
-    """Applies flossing steps to a model with its own optimiser (Adam), separate from the task's."""
+    """Applies flossing steps to a model with its own optimiser (Adam), separate from the task's.
 
-    def __init__(self, model: Any, cfg: FlossConfig):
+    Adam acts elementwise, so each member of a stack has its own optimiser state.
+    """
+
+    def __init__(self, model: Any, cfg: FlossConfig, seeds: tuple[int, ...] | None = None):
         self.model = model
-        self.cfg = cfg.resolved(model.params.n)
+        self.cfg = cfg.resolved(model.n)
+        self.seeds = _seeds(model, self.cfg, seeds)
         self.optimizer = torch.optim.Adam([getattr(model, p) for p in FLOSSED], lr=self.cfg.lr,
                                           betas=(0.9, 0.999))
         self.steps_done = 0
 
     def step(self, inputs: torch.Tensor | None = None) -> FlossResult:
         """One flossing step: gradients of ℒ_f, then one optimiser step on W, U, b."""
-        res = floss_gradients(self.model, self.cfg, self.steps_done, inputs)
+        res = floss_gradients(self.model, self.cfg, self.steps_done, inputs, self.seeds)
         self.optimizer.zero_grad(set_to_none=True)
         for p in FLOSSED:
             param = getattr(self.model, p)
@@ -329,71 +346,9 @@ class Flosser:
         for _ in tqdm(range(steps), disable=not progress, desc=f"floss ({self.cfg.mode})", unit="step"):
             res = self.step()
             out.append(res)
-            if not math.isfinite(float(res.loss)):
+            if not bool(torch.isfinite(res.loss).all()):
                 break
         return out
-
-
-def floss_untrained(params: Any, cfg: FlossConfig, steps: int, *, measure_steps: int | None = None,
-                    progress: bool = False, dtype: torch.dtype = torch.float64) -> Any:
-    """Floss a freshly built network for ``steps`` steps: λ before and after, and the loss curve.
-
-    λ is measured by the numba QR estimator (autonomous, with the network's bias), per τ, for the
-    flossed number of exponents; ``measure_steps`` is its T_acc (default 400 τ). Returns a Dataset
-    with dims ``step`` and ``exponent``.
-    """
-    import time
-
-    import xarray as xr
-
-    from biorules.lyapunov import spectrum
-    from biorules.network import RateRNN
-    from biorules.provenance import provenance_attrs
-    from biorules.store import STATUS
-
-    if steps < 1:
-        raise InputError(f"the number of flossing steps must be positive, got {steps}")
-    t0 = time.perf_counter()
-    model = RateRNN(params, dtype=dtype)
-    flosser = Flosser(model, cfg)
-    k = flosser.cfg.n_exponents
-
-    def measure() -> Any:
-        return spectrum(model.W.detach().cpu().numpy(), alpha=params.alpha, nonlinearity=params.nonlinearity,
-                        b=model.b.detach().cpu().numpy(), n_exponents=k, steps=measure_steps, unit="tau",
-                        seed=params.seed)
-
-    W0 = model.W.detach().clone()
-    before = measure()
-    results = flosser.run(steps, progress=progress)
-    after = measure()
-    loss = np.full(steps, np.nan)
-    lam_hat = np.full((steps, k), np.nan)
-    for i, r in enumerate(results):
-        loss[i] = float(r.loss)
-        lam_hat[i] = r.lam.cpu().numpy() / params.alpha
-    finite = bool(np.isfinite(loss).all() and np.isfinite(after.values).all())
-    per_tau = {"units": "1/tau"}
-    return xr.Dataset(
-        {
-            "lambda_before": ("exponent", before.values, {**per_tau, "long_name": "Lyapunov exponent before flossing"}),
-            "lambda_after": ("exponent", after.values, {**per_tau, "long_name": "Lyapunov exponent after flossing"}),
-            "floss_loss": ("step", loss, {"units": "1/step^2", "long_name": "flossing loss (1/k) sum (lambda_hat - target)^2"}),
-            "lambda_hat": (("step", "exponent"), lam_hat,
-                           {**per_tau, "long_name": "finite-window exponent estimate of each flossing step"}),
-            "weight_change": ((), float((model.W.detach() - W0).norm() / W0.norm()),
-                              {"units": "1", "long_name": "||W - W0||_F / ||W0||_F"}),
-            "status": ((), np.int8(STATUS["done" if finite else "diverged"]),
-                       {"long_name": "run status", "flag_values": list(STATUS.values()),
-                        "flag_meanings": " ".join(STATUS)}),
-            "wall_time": ((), time.perf_counter() - t0, {"units": "s"}),
-        },
-        coords={"step": ("step", np.arange(1, steps + 1), {"long_name": "flossing step"}),
-                "exponent": ("exponent", np.arange(1, k + 1), {"long_name": "exponent index (1 = largest)"})},
-        attrs={"title": "gradient flossing of an untrained network", **params.to_attrs(),
-               **flosser.cfg.to_attrs(), "target_per_tau": flosser.cfg.target / params.alpha,
-               **provenance_attrs()},
-    )
 
 
 def task_stream(task: Any, steps: int, batch: int, seed: int) -> torch.Tensor:
@@ -405,36 +360,6 @@ def task_stream(task: Any, steps: int, batch: int, seed: int) -> torch.Tensor:
         total += x.shape[0]
         i += 1
     return torch.as_tensor(np.concatenate(chunks)[:steps])
-
-
-def gradient_alignment(gain: float, seeds: Any = (0, 1, 2), *, n: int = 32, task: str = "2af", batch: int = 8,
-                       transient: int = 16, window: int = 55, modes: Any = ("local", "eprop")) -> dict[str, list[float]]:
-    """Cosine of each plausible mode's ∇W with the exact one on the same task-driven windows (spec §5).
-
-    One value per seed: a fresh N-unit network of gain g, k = 1, the same initial states and inputs.
-    """
-    from biorules.network import NetworkParams, RateRNN
-    from biorules.tasks import make_task
-
-    the_task = make_task(task)
-    cos: dict[str, list[float]] = {m: [] for m in modes}
-    for seed in seeds:
-        model = RateRNN(NetworkParams(n=n, gain=gain, seed=seed, n_in=the_task.n_in, n_out=the_task.n_out),
-                        dtype=torch.float64)
-        x = task_stream(the_task, transient + window, batch, seed)
-        base = dict(n_exponents=1, transient=transient, window=window, batch=batch, seed=seed)
-        exact = floss_gradients(model, FlossConfig(mode="exact", **base), inputs=x)
-        for mode in modes:
-            cos[mode].append(gradient_cosine(floss_gradients(model, FlossConfig(mode=mode, **base), inputs=x).grads,
-                                             exact.grads))
-    return cos
-
-
-def gradient_cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], names=("W",)) -> float:
-    """Cosine similarity of two gradients over the named parameters."""
-    va = torch.cat([a[n].reshape(-1) for n in names])
-    vb = torch.cat([b[n].reshape(-1) for n in names])
-    return float(va @ vb / (va.norm() * vb.norm()))
 
 
 @dataclass(frozen=True)
@@ -471,14 +396,17 @@ class FlossHook:
 
     Windows are driven by a stream of the training task's trials (``driven=True``) or autonomous.
     The flossing optimiser is created on first use and kept, separate from the task optimiser.
-    ``records`` keeps (update, ℒ_f, λ̂_1) of every flossing step.
+    ``records`` keeps (update, ℒ_f, λ̂_1) of every flossing step (one row per member of a stack).
+    ``seeds``: one flossing seed per member of a stack (default ``cfg.seed``).
     """
 
-    def __init__(self, cfg: FlossConfig, schedule: FlossSchedule, task: Any = None, driven: bool = True):
+    def __init__(self, cfg: FlossConfig, schedule: FlossSchedule, task: Any = None, driven: bool = True,
+                 seeds: tuple[int, ...] | None = None):
         self.cfg, self.schedule, self.task = cfg, schedule, task
         self.driven = driven
+        self.seeds = seeds
         self.flosser: Flosser | None = None
-        self.records: list[tuple[int, float, float]] = []
+        self.records: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.__name__ = f"floss_{cfg.mode}"
 
     def __call__(self, update: int, model: Any) -> None:
@@ -486,32 +414,40 @@ class FlossHook:
         if n == 0:
             return
         if self.flosser is None:
-            self.flosser = Flosser(model, self.cfg)
+            self.flosser = Flosser(model, self.cfg, self.seeds)
         cfg = self.flosser.cfg
         for _ in range(n):
             x = None
             if self.driven and self.task is not None:
-                x = task_stream(self.task, cfg.transient + cfg.window, cfg.batch,
-                                seed=int(np.random.SeedSequence([cfg.seed, 2, self.flosser.steps_done]).generate_state(1)[0]))
-                x = x.to(model.W.dtype)
+                streams = [task_stream(self.task, cfg.transient + cfg.window, cfg.batch,
+                                       seed=int(np.random.SeedSequence([seed, 2, self.flosser.steps_done]).generate_state(1)[0]))
+                           for seed in self.flosser.seeds]
+                x = (torch.stack(streams, dim=1) if model.members is not None else streams[0]).to(model.W.dtype)
+                x = x.to(model.W.device)
             res = self.flosser.step(x)
-            self.records.append((update, float(res.loss), float(res.lam[0])))
+            self.records.append((update, np.atleast_1d(res.loss.cpu().numpy()), np.atleast_1d(res.lam[..., 0].cpu().numpy())))
 
-    def to_dataset(self, alpha: float) -> Any:
-        """The flossing record as variables along ``floss_step`` (λ̂ per τ), with config attrs."""
+    def to_dataset(self, alpha: float, stacked: bool = False) -> Any:
+        """The flossing record as variables along ``floss_step`` (λ̂ per τ; members first for a
+        stack), with config attrs."""
         import xarray as xr
 
-        rec = np.array(self.records, dtype=float).reshape(-1, 3)
+        n = len(self.records)
+        S = len(self.flosser.seeds) if self.flosser is not None else 1
+        loss = np.array([r[1] for r in self.records]).reshape(n, S).T
+        lam = np.array([r[2] for r in self.records]).reshape(n, S).T / alpha
+        dims = ("member", "floss_step") if stacked else ("floss_step",)
+        pick = (lambda v: v) if stacked else (lambda v: v[0])
         cfg = self.flosser.cfg if self.flosser is not None else self.cfg
         return xr.Dataset(
             {
-                "floss_loss": ("floss_step", rec[:, 1], {"units": "1/step^2", "long_name": "flossing loss"}),
-                "floss_lambda_hat": ("floss_step", rec[:, 2] / alpha,
+                "floss_loss": (dims, pick(loss), {"units": "1/step^2", "long_name": "flossing loss"}),
+                "floss_lambda_hat": (dims, pick(lam),
                                      {"units": "1/tau", "long_name": "window estimate of lambda_1 per flossing step"}),
-                "floss_update": ("floss_step", rec[:, 0].astype(np.int64),
+                "floss_update": ("floss_step", np.array([r[0] for r in self.records], dtype=np.int64),
                                  {"long_name": "training update before which the step ran"}),
             },
-            coords={"floss_step": ("floss_step", np.arange(len(rec)), {"long_name": "flossing step"})},
+            coords={"floss_step": ("floss_step", np.arange(n), {"long_name": "flossing step"})},
             attrs={**cfg.to_attrs(), **{f"floss_schedule_{k}": v for k, v in asdict(self.schedule).items()},
                    "floss_driven": int(self.driven and self.task is not None)},
         )

@@ -122,7 +122,8 @@ class TrainConfig:
     device: str = "cpu"
     """Torch device of the network (``cpu``, ``cuda``, ``cuda:1``)."""
     floss: Any = None
-    """A :class:`biorules.flossing.FlossConfig`: flossing around training (rate model)."""
+    """A :class:`biorules.flossing.FlossConfig`: flossing around training (rate model); in a stack
+    each member flosses with its own master seed as the flossing seed."""
     floss_schedule: Any = None
     """Its :class:`~biorules.flossing.FlossSchedule` (default E_p = 50, E_f = 10, E_i = 50, N_i = 2)."""
     floss_driven: bool = True
@@ -284,9 +285,8 @@ class _Run:
         if cfg.floss is not None:
             from biorules.flossing import FlossHook, FlossSchedule
 
-            if cfg.stacked:
-                raise InputError("flossing trains single networks; run flossed cells with a stack of one")
-            self.hook = FlossHook(cfg.floss, cfg.floss_schedule or FlossSchedule(), driven=cfg.floss_driven)
+            self.hook = FlossHook(cfg.floss, cfg.floss_schedule or FlossSchedule(), driven=cfg.floss_driven,
+                                  seeds=cfg.seeds if cfg.stacked else None)
             self.hook.task = self.task if self.hook.driven else None
 
     # ------------------------------------------------------------------------------ pieces
@@ -495,7 +495,7 @@ class _Run:
             **provenance_attrs(),
         })
         if self.hook is not None:
-            fl = self.hook.to_dataset(params.alpha)
+            fl = self.hook.to_dataset(params.alpha, stacked=cfg.stacked)
             ds = ds.assign(fl.data_vars)
             attrs.update(fl.attrs)
         ds.attrs = {k: _attr(v) for k, v in attrs.items()}

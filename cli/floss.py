@@ -45,7 +45,8 @@ def floss(ctx: Context, gain, n, alpha, nonlinearity, init, mode, steps, exponen
     if out.exists():
         raise click.BadParameter(f"{out} already exists; choose another path", param_hint="'--out'")
     from biorules import store
-    from biorules.flossing import FlossConfig, floss_untrained
+    from biorules.experiments.floss_study import floss_untrained
+    from biorules.flossing import FlossConfig
     from biorules.network import NetworkParams
 
     params = NetworkParams(n=n, alpha=alpha, nonlinearity=nonlinearity, gain=gain, init=init, seed=seed)

@@ -22,7 +22,7 @@ def _model(n=8, g=1.5, alpha=0.3, n_in=2, seed=0, nonlinearity="tanh"):
 
 def _frozen(model, cfg, a0, q0, inputs):
     """The undifferentiated trajectory: h_t and Q_t of the current weights, to be held constant."""
-    alpha, nl = model.params.alpha, model.nl
+    alpha, nl = model.alpha, model.nl
     with torch.no_grad():
         a, Q = a0.clone(), q0.expand(a0.shape[0], *q0.shape).clone()
         hs, Qs, As = [], [], []
@@ -42,7 +42,7 @@ def _truncated_lambda(model, cfg, a0, q0, inputs, *, eprop, frozen=None):
 
     ``frozen`` (from :func:`_frozen`) fixes the detached quantities, e.g. at unperturbed weights.
     """
-    alpha, nl, W = model.params.alpha, model.nl, model.W
+    alpha, nl, W = model.alpha, model.nl, model.W
     hs, Qs, As = frozen if frozen is not None else _frozen(model, cfg, a0, q0, inputs)
     a_el = a0.clone()  # e-prop's a_t: leak kept, recurrent input through sg(h_{t−1})
     total = 0.0
@@ -170,7 +170,7 @@ def test_exact_window_matches_numba_estimator_for_long_windows():
 
 def test_local_and_eprop_align_with_exact_at_g05_driven():
     """spec §5 test 5: mean cosine with the exact gradient > 0.2 over 3 seeds at g = 0.5 (driven)."""
-    from biorules.flossing import gradient_alignment
+    from biorules.experiments.floss_study import gradient_alignment
 
     cos = gradient_alignment(0.5, seeds=(0, 1, 2))
     assert np.mean(cos["local"]) > 0.2 and np.mean(cos["eprop"]) > 0.2, cos

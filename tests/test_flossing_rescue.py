@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from biorules.flossing import FlossConfig, floss_untrained
+from biorules.experiments.floss_study import floss_untrained
+from biorules.flossing import FlossConfig
 from biorules.network import NetworkParams
 
 

@@ -8,7 +8,7 @@ independent), measures after, and hands back one Dataset per cell, which
 :func:`biorules.experiments.grid.run_grid` writes into the cell's region, ``status`` last. A rerun
 skips finished cells, so an interrupted sweep resumes where it stopped; since a stacked member
 gives the numbers of its single run, how the remaining cells are grouped does not change them.
-Flossed cells run as stacks of one (flossing drives one network's exponents at a time).
+Flossed cells stack too: each member flosses its own exponents with its own seed.
 """
 
 from __future__ import annotations
@@ -140,13 +140,10 @@ def run_stack(config: SweepConfig, job: Job) -> list[xr.Dataset]:
                   lr=config.lr, n_exponents=config.n_exponents, eval_every=config.eval_every,
                   eval_batch=config.eval_batch, cosine_every=0, device=config.device, dtype=config.dtype)
     try:
-        if floss == "none":
-            ds = training.train(training.TrainConfig(gains=gains, seeds=seeds, **common))
-            members = [ds.isel(member=m).drop_vars(["gain", "seed"]) for m in range(len(gains))]
-        else:  # flossing drives one network's exponents: a stack of one
-            members = [training.train(training.TrainConfig(
-                seed=s, floss=FlossConfig(mode=floss, seed=s), floss_schedule=config.schedule,
-                **{**common, "network": NetworkParams(**{**asdict(network), "gain": g})})) for g, s in zip(gains, seeds, strict=True)]
+        flossing = {} if floss == "none" else {"floss": FlossConfig(mode=floss, seed=seeds[0]),
+                                               "floss_schedule": config.schedule}
+        ds = training.train(training.TrainConfig(gains=gains, seeds=seeds, **common, **flossing))
+        members = [ds.isel(member=m).drop_vars(["gain", "seed"]) for m in range(len(gains))]
     except Exception as e:  # one failed stack must not end the sweep: its cells are recorded as failed
         wall = (time.perf_counter() - t0) / len(job.cells)
         cell = xr.Dataset({"status": ((), np.int8(store.STATUS["failed"])), "wall_time": ((), wall)})
@@ -165,16 +162,12 @@ def run_stack(config: SweepConfig, job: Job) -> list[xr.Dataset]:
 
 def plan(config: SweepConfig, pending: list[Cell], stack: int | None = None, workers: int = 1) -> list[Job]:
     """Group pending cells by (rule, floss) into stacks of at most ``stack`` members (default: whole
-    groups, split only as far as needed to keep ``workers`` busy); flossed cells run one by one."""
+    groups, split only as far as needed to keep ``workers`` busy)."""
     groups: dict[tuple[str, str], list[Cell]] = {}
     for idx in pending:
         groups.setdefault((config.rules[idx[1]], config.floss[idx[2]]), []).append(idx)
-    size = stack or stack_size([len(g) for k, g in groups.items() if k[1] == "none"], workers)
-    jobs = []
-    for key, cells in groups.items():
-        for part in chunks(cells, size if key[1] == "none" else 1):
-            jobs.append(Job(part, key))
-    return jobs
+    size = stack or stack_size([len(g) for g in groups.values()], workers)
+    return [Job(part, key) for key, cells in groups.items() for part in chunks(cells, size)]
 
 
 def run(config: SweepConfig, out: str | Path, *, workers: int | None = None, scheduler: str | None = None,

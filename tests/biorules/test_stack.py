@@ -99,3 +99,38 @@ def test_one_diverging_member_leaves_the_others_unchanged(kind):
         np.testing.assert_allclose(ds.loss[s].values, one.loss.values, rtol=TOL, atol=TOL)
         np.testing.assert_allclose(ds.final_loss[s].values, one.final_loss.values, rtol=TOL, atol=TOL)
         assert int(ds.status[s]) == int(one.status)
+
+
+@pytest.mark.parametrize("mode", ["exact", "local", "eprop"])
+@pytest.mark.parametrize("driven", [False, True])
+def test_stacked_flossing_gradients_equal_single_ones(mode, driven):
+    from biorules.flossing import FlossConfig, floss_gradients
+
+    members, stack, singles = _nets("rate")
+    cfg = FlossConfig(mode=mode, n_exponents=2, transient=3, window=12, batch=2, relax=4)
+    seeds = tuple(range(40, 45))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(15, 5, 2, 3, dtype=torch.float64, generator=gen) if driven else None
+    res = floss_gradients(stack, cfg, step=1, inputs=x, seeds=seeds)
+    assert res.lam.shape == (5, 2) and res.loss.shape == (5,)
+    for s, net in enumerate(singles):
+        one = floss_gradients(net, replace(cfg, seed=seeds[s]), step=1, inputs=None if x is None else x[:, s])
+        torch.testing.assert_close(res.lam[s], one.lam, rtol=TOL, atol=TOL)
+        for name, g in one.grads.items():
+            torch.testing.assert_close(res.grads[name][s], g, rtol=TOL, atol=TOL, msg=f"{mode} {name} member {s}")
+
+
+def test_stacked_flossed_training_equals_single_runs():
+    from biorules.flossing import FlossConfig, FlossSchedule
+
+    floss = dict(floss=FlossConfig(mode="eprop", window=10, transient=3, batch=2, relax=3),
+                 floss_schedule=FlossSchedule(pre=2, every=5, steps=1, times=2))
+    cfg = _config("rate", "eprop", gains=GAINS[:3], seeds=SEEDS[:3], **floss)
+    ds = train(cfg)
+    assert ds.floss_loss.dims == ("member", "floss_step") and ds.sizes["floss_step"] == 4
+    for s in range(3):
+        one = train(replace(cfg, gains=(), seeds=(), seed=SEEDS[s], network=replace(cfg.network, gain=GAINS[s]),
+                            floss=replace(cfg.floss, seed=SEEDS[s])))
+        for name in ("loss", "final_loss", "floss_loss", "floss_lambda_hat"):
+            np.testing.assert_allclose(ds[name].isel(member=s).values, one[name].values, rtol=TOL, atol=TOL,
+                                       err_msg=f"{name} member {s}")
