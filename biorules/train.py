@@ -348,8 +348,8 @@ class _Run:
         if cos_at:
             from biorules.rules import get_rule
 
-            opts = {"form": self.rule.form} if cfg.model == "rate" and hasattr(self.rule, "form") else {}
-            reference = get_rule("bptt", kind=cfg.model, **opts)
+            form = getattr(self.rule, "form", "a")  # BPTT of the same network form as the rule's
+            reference = get_rule("bptt", kind=cfg.model, **({"form": form} if form != "a" else {}))
         alive = np.ones(S, dtype=bool)
         status, message = ["done"] * S, [""] * S
 

@@ -12,12 +12,8 @@ from biorules.rules import RULE_NAMES
 from biorules.tasks import TASKS
 from cli.context import Context, pass_context, quiet_option
 
-_RULE_OPTIONS = {
-    "window": ("--window", ("tbptt",)),
-    "mode": ("--tbptt-mode", ("tbptt",)),
-    "form": ("--form", ("bptt", "rflo")),
-    "feedback": ("--feedback", ("rflo",)),
-}
+_RULE_FLAGS = {"window": "--window", "mode": "--tbptt-mode", "form": "--form", "feedback": "--feedback"}
+"""CLI flags of the rule options; which rule takes which option is the rules registry's to say."""
 
 
 def _json_option(f):
@@ -101,19 +97,19 @@ def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, d
     options = {"window": window, "mode": tbptt_mode, "form": form, "feedback": feedback}
     given = {k: v for k, v in options.items() if v is not None}
     try:
+        from biorules.rules import get_rule, rule_options
+
         check_choice(task, rule, model)
         for key in given:
-            flag, rules = _RULE_OPTIONS[key]
-            if model == "lif" or rule not in rules:
-                raise InputError(f"{flag} applies to the rate rule(s) {', '.join(rules)} only, not to {rule} ({model})")
+            if key not in rule_options(rule, model):
+                raise InputError(f"{_RULE_FLAGS[key]} does not apply to rule {rule} ({model} model)")
         if floss != "none" and model != "rate":
             raise InputError("--floss is defined for rate networks only (--model rate)")
         if floss_exponents is not None and floss_exponents > n:
             raise InputError(f"--floss-exponents {floss_exponents} exceeds the {n} units (--n)")
-        if model == "rate":
-            from biorules.rules import get_rule
-
-            get_rule(rule, **given)  # an option the rule does not have fails here, before any work
+        if seed < 0:
+            raise InputError(f"--seed must be a non-negative integer, got {seed}")
+        get_rule(rule, kind=model, **given)  # a bad option value fails here, before any work
     except InputError as e:
         raise click.UsageError(str(e)) from None
 

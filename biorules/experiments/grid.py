@@ -2,11 +2,13 @@
 
 A grid is a zarr store with one chunk-aligned region per cell (:mod:`biorules.store`). ``run_grid``
 creates the store from its template (or resumes one made by the same configuration), asks the
-grid to ``plan`` the pending cells into jobs (a job is a stack of cells trained in one tensor
-program, or a single cell), runs the jobs in-process, in local worker processes (one torch thread
-each) or on a dask.distributed cluster, and writes every returned cell into its region, ``status``
-last. Only the calling process writes, so no two writers touch a chunk; a cell interrupted before
-its write stays pending and is redone by the next run, which plans the remaining cells afresh.
+grid to ``plan`` all its cells into jobs (a job is a stack of cells trained in one tensor program,
+or a single cell), runs the jobs that still hold a pending cell in-process, in local worker
+processes (one torch thread each) or on a dask.distributed cluster, and writes every pending cell
+a job returns into its region, ``status`` last. Only the calling process writes, so no two writers
+touch a chunk; a cell interrupted before its write stays pending and is redone by the next run.
+The plan depends on the configuration only, never on what is pending, so a resumed run computes
+every cell in the same stack, with the same floating-point operations, as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def run_grid(
 ) -> xr.Dataset:
     """Run every pending cell of the grid into the store ``path`` and return the store's contents.
 
-    ``plan(pending)`` groups the pending cells into jobs; ``fn(job)`` returns one Dataset per cell
+    ``plan(cells)`` groups all cells of the grid into jobs; ``fn(job)`` returns one Dataset per cell
     of the job (its variables without the cell dims), in the job's order. ``workers`` local
     processes (default: one per CPU; 1 runs in this process), or the dask.distributed cluster at
     ``scheduler``. ``on_cell(cell, ds)`` is called after each write.
@@ -107,17 +109,18 @@ def run_grid(
         raise InputError(f"workers must be positive, got {workers}")
     store.open_or_create(path, template, cell_dims)
     done = store.finished_cells(path)
-    shape = done.shape
-    pending = [idx for idx in _indices(shape) if not done[idx]]
-    jobs = plan(pending)
+    jobs = [job for job in plan(list(_indices(done.shape))) if not all(done[c] for c in job.cells)]
+    pending = sum(not done[c] for job in jobs for c in job.cells)
     if scheduler:
         results = _dask(fn, jobs, scheduler)
     else:
         workers = workers or default_workers(len(jobs))
         results = _in_process(fn, jobs) if workers == 1 else _processes(fn, jobs, workers)
-    with tqdm(total=len(pending), disable=not progress, desc=desc, unit="cell") as bar:
+    with tqdm(total=pending, disable=not progress, desc=desc, unit="cell") as bar:
         for job, cells in results:
             for idx, cell in zip(job.cells, cells, strict=True):
+                if done[idx]:
+                    continue  # finished earlier: its numbers are already in the store
                 store.write_cell(path, cell, dict(zip(cell_dims, idx, strict=True)))
                 if on_cell is not None:
                     on_cell(idx, cell)

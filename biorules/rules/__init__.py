@@ -53,6 +53,13 @@ def check_rule(name: str, kind: str = "rate") -> None:
         raise InputError(f"rule {name!r} is not defined for model {kind!r}; it has {', '.join(names)}")
 
 
+def rule_options(name: str, kind: str = "rate") -> tuple[str, ...]:
+    """The options rule ``name`` takes for networks of ``kind``."""
+    check_rule(name, kind)
+    module, cls_name, _, _ = _REGISTRY[name]
+    return tuple(getattr(importlib.import_module(f"biorules.rules.{module}"), cls_name).options[kind])
+
+
 def get_rule(name: str, kind: str = "rate", **options: Any):
     """The rule ``name`` for networks of ``kind`` with ``options`` (None values keep the default).
 

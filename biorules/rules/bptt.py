@@ -49,11 +49,11 @@ class BPTT:
 
     def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Outputs y (T, B, n_out) of the network this rule trains."""
-        return forward(model, x, self.form)[0]
+        return forward(model, x, self.form)
 
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
         check_kind(model, self.name, self.kinds)
-        y, _ = forward(model, inputs(model, batch), self.form)
+        y = forward(model, inputs(model, batch), self.form)
         loss = task.loss(y, batch)
         grads = mask_recurrent(model, autograd_grads(model, loss))
         return GradResult(grads, y.detach(), loss.detach())

@@ -66,11 +66,17 @@ def model_step(model: torch.nn.Module, form: str = "a") -> Callable[[Any, Any], 
     return lambda s, x: fn(s, x, model.W, model.U, model.b, alpha, phi)
 
 
-def forward(model: torch.nn.Module, x: torch.Tensor, form: str = "a") -> tuple[torch.Tensor, torch.Tensor]:
-    """Outputs y (T, ..., n_out) and read-out rates r (T, ..., N) of ``model`` (autograd-able)."""
-    _, states = simulate(model_step(model, form), model.initial_state(x.shape[-2]), x)
-    r = torch.stack([model.rates(s) for s in states])
-    return model.readout(r), r
+def forward(model: torch.nn.Module, x: torch.Tensor, form: str = "a") -> torch.Tensor:
+    """Outputs y (T, ..., n_out) of ``model`` (autograd-able), read out step by step so that only
+    y, never the (T, ..., N) rates, is stacked."""
+    step = model_step(model, form)
+
+    def observe(carry: tuple[Any, Any], x_t: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        state = step(carry[0], x_t)  # the carry is (state, y of the last step)
+        return state, model.readout(model.rates(state))
+
+    _, carries = simulate(observe, (model.initial_state(x.shape[-2]), None), x)
+    return torch.stack([y for _, y in carries])
 
 
 def feedback_matrix(n: int, n_out: int, seed: int) -> np.ndarray:

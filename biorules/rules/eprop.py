@@ -134,7 +134,7 @@ class Eprop:
         check_feedback(self.feedback)
 
     def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return forward(model, x, "a")[0]
+        return forward(model, x, "a")
 
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
         return self.run(model, batch, task)[0]

@@ -66,7 +66,7 @@ class RFLO:
         check_feedback(self.feedback)
 
     def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return forward(model, x, self.form)[0]
+        return forward(model, x, self.form)
 
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
         return self.run(model, batch, task)[0]

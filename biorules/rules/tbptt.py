@@ -50,7 +50,7 @@ class TBPTT:
             raise InputError(f"tbptt mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 
     def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return forward(model, x, "a")[0]
+        return forward(model, x, "a")
 
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
         check_kind(model, self.name, self.kinds)

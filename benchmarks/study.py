@@ -1,0 +1,86 @@
+"""Cells per minute of the gain study: stacked cells against one process per cell, in one run.
+
+Run by hand: ``python benchmarks/study.py [--n 64 200] [--updates 1000] [--device cpu|cuda]``.
+
+The grid is spec §6's dms study at a given N: gains × rules (bptt, eprop, rflo) × floss (none,
+eprop) × seeds, ``--updates`` updates of batch 32, 5 exponents before and after. Both paths run
+through :func:`biorules.experiments.sweep.run` with the same workers (default: the CPU count):
+
+* ``per cell``: ``stack=1``, every cell trained alone in a worker process (one torch thread), the
+  path the sweep took before stacks existed;
+* ``stacked``: the default plan, cells of one (rule, floss) trained together in one tensor program.
+
+The table gives wall seconds, cells per minute and the ratio to the per-cell path, and checks that
+both stores hold the same numbers (max |Δ| of the final held-out loss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+
+def grid(n: int, updates: int, gains: tuple[float, ...], seeds: int, device: str):
+    from biorules.experiments.sweep import SweepConfig
+
+    return SweepConfig(gains=gains, rules=("bptt", "eprop", "rflo"), floss=("none", "eprop"),
+                       seeds=tuple(range(seeds)), task="dms", n=n, updates=updates, batch=32,
+                       n_exponents=5, eval_every=max(1, updates // 10), device=device)
+
+
+def timed(config, path: Path, **kw) -> tuple[float, object]:
+    from biorules.experiments.sweep import run
+
+    t0 = time.perf_counter()
+    ds = run(config, path, **kw)
+    return time.perf_counter() - t0, ds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[64, 200])
+    ap.add_argument("--updates", type=int, default=1000)
+    ap.add_argument("--gains", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip-baseline", action="store_true", help="time the stacked path only")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = ap.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.n:
+            cfg = grid(n, args.updates, tuple(args.gains), args.seeds, args.device)
+            cells = len(cfg.gains) * len(cfg.rules) * len(cfg.floss) * len(cfg.seeds)
+            t_stack, ds_stack = timed(cfg, Path(tmp) / f"stack{n}.zarr", workers=args.workers)
+            row = {"n": n, "cells": cells, "updates": args.updates, "device": args.device,
+                   "stacked_s": t_stack, "stacked_cells_per_min": 60 * cells / t_stack}
+            if not args.skip_baseline:
+                t_cell, ds_cell = timed(cfg, Path(tmp) / f"cell{n}.zarr", workers=args.workers, stack=1)
+                diff = float(abs(ds_stack.final_loss - ds_cell.final_loss).max())
+                row.update(per_cell_s=t_cell, per_cell_cells_per_min=60 * cells / t_cell, ratio=t_cell / t_stack,
+                           max_final_loss_diff=diff)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    print(f"\n| N | cells | updates | path | wall [s] | cells/min | ratio |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "per_cell_s" in r:
+            print(f"| {r['n']} | {r['cells']} | {r['updates']} | per cell (stack=1) | {r['per_cell_s']:.1f} | "
+                  f"{r['per_cell_cells_per_min']:.1f} | 1.00 |")
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "–"
+        print(f"| {r['n']} | {r['cells']} | {r['updates']} | stacked ({r['device']}) | {r['stacked_s']:.1f} | "
+              f"{r['stacked_cells_per_min']:.1f} | {ratio} |")
+    for r in rows:
+        if "max_final_loss_diff" in r:
+            print(f"N = {r['n']}: max |final_loss(stacked) - final_loss(per cell)| = {r['max_final_loss_diff']:.2e}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
