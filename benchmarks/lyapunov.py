@@ -6,6 +6,8 @@ against baselines measured in the same run, and the accuracy of each estimate ag
 * Full spectrum, N = 256, α = 0.2, g = 2, 2000 accumulated steps after a 500-step transient.
 * Top-10 exponents at N = 1000.
 * The floor: the same count of BLAS products (W @ (N×k)) and LAPACK QR calls, timed alone.
+* ``--stack``: a stack of S networks (g = 2, seeds 0 … S−1) at the default settings: one stacked
+  call (numba, torch on the CPU and, if there is one, on the GPU) against a loop of single calls.
 """
 
 from __future__ import annotations
@@ -84,10 +86,40 @@ def case(label, n, k, transient, steps, qr_intervals, repeat):
         print(f"{'floor (BLAS+QR alone), QR every ' + str(q):34s} {t:8.3f} {t_lp / t:11.2f}x")
 
 
+def stack_case(S, n, k, repeat):
+    """Stacked spectrum of S networks vs a Python loop of S single numba calls, default settings."""
+    import torch
+
+    alpha = 0.2
+    W = np.stack([recurrent_weights(NetworkParams(n=n, gain=2.0, seed=s))[0] for s in range(S)])
+    kw = dict(alpha=alpha, n_exponents=k)
+    spectrum(W[:2], **{**kw, "steps": 5, "transient": 1})  # compile / warm both numba kernels
+    spectrum(W[0], **{**kw, "steps": 5, "transient": 1})
+    t_loop, ref = best_time(lambda: np.stack([spectrum(w, **kw).values for w in W]), repeat)
+    rows = [("numba, loop of single calls", t_loop, ref)]
+    rows.append(("numba, one stacked call", *best_time(lambda: spectrum(W, **kw).values, repeat)))
+    rows.append(("torch cpu, one stacked call", *best_time(lambda: spectrum(W, backend="torch", **kw).values)))
+    if torch.cuda.is_available():
+        spectrum(W, backend="torch", device="cuda", **{**kw, "steps": 5, "transient": 1})
+        rows.append(("torch cuda, one stacked call",
+                     *best_time(lambda: spectrum(W, backend="torch", device="cuda", **kw).values, repeat)))
+    print(f"\nstack: S={S}, N={n}, k={k}, α={alpha}, g=2, default settings (transient 100 τ, "
+          f"warm-up 20 τ, 400 τ accumulated)")
+    print(f"{'method':34s} {'time s':>8s} {'vs loop':>8s} {'max |Δλ| vs loop':>17s}")
+    for name, t, lam in rows:
+        print(f"{name:34s} {t:8.3f} {t_loop / t:7.2f}x {np.abs(lam - ref).max():17.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--stack", action="store_true", help="only the stacked-networks case")
     args = parser.parse_args()
+    if args.stack:
+        stack_case(8, 64, 5, 3)
+        if not args.quick:
+            stack_case(64, 256, 10, 1)
+        return
     if args.quick:
         case("full spectrum", 64, 64, 100, 400, (1, 10), 1)
         case("top-10", 200, 10, 100, 400, (1, 10), 1)

@@ -1,4 +1,7 @@
-"""The numba kernels stay valid Python: rerun the Lyapunov tests with NUMBA_DISABLE_JIT=1."""
+"""The numba kernels stay valid Python: rerun the Lyapunov tests with NUMBA_DISABLE_JIT=1.
+
+That run covers the single and the stacked kernels (``prange`` is then a plain ``range``).
+"""
 
 from __future__ import annotations
 
