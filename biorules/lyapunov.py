@@ -134,7 +134,7 @@ def _qr_pair(p, W, alpha, code, A0, U, B, X, Q0, n_transient, n_ons, n_acc, n_qr
     s = p // A0.shape[1]
     r = p - s * A0.shape[1]
     x = X[s] if X.shape[0] > 1 else X[0]  # inputs (S, T, n_in) or shared (1, T, n_in)
-    out, fine = _qr_kernel(W[s], alpha, code, A0[s, r], U[s], B[s], x, Q0, n_transient, n_ons, n_acc,
+    out, fine = _qr_kernel(W[s], alpha, code, A0[s, r], U[s], B[s], x, Q0[s], n_transient, n_ons, n_acc,
                            n_qr, n_seg, renorm[s])
     sums[s, r] = out
     ok[s, r] = fine
@@ -262,12 +262,12 @@ def _qr_numpy(W, alpha, nl, a0, U, b, X, Q0, n_transient, n_ons, n_acc, n_qr, n_
 def _qr_numpy_stack(W, alpha, nl, A0, U, B, X, Q0, n_transient, n_ons, n_acc, n_qr, n_seg, renorm):
     """The reference loop over every (member, initial state) of the stack, like the kernel's."""
     S, R = A0.shape[:2]
-    sums = np.zeros((S, R, n_seg, Q0.shape[1]))
+    sums = np.zeros((S, R, n_seg, Q0.shape[-1]))
     ok = np.zeros((S, R), dtype=bool)
     for s in range(S):
         for r in range(R):
             sums[s, r], ok[s, r] = _qr_numpy(W[s], alpha, nl, A0[s, r], U[s], B[s], X[s if len(X) > 1 else 0],
-                                             Q0, n_transient, n_ons, n_acc, n_qr, n_seg, bool(renorm[s]))
+                                             Q0[s], n_transient, n_ons, n_acc, n_qr, n_seg, bool(renorm[s]))
     return sums, ok
 
 
@@ -314,12 +314,12 @@ def _qr_torch(W, alpha, nl, A0, U, B, X, Q0, n_transient, n_ons, n_acc, n_qr, n_
 
     f64 = dict(dtype=torch.float64, device=torch.device(device))
     S, R, n = A0.shape
-    k = Q0.shape[1]
+    k = Q0.shape[-1]
     Wt = torch.as_tensor(W, **f64)
     bt = torch.as_tensor(B, **f64)[:, None, :]
     driven = X.shape[1] > 0
     Ut, Xt = torch.as_tensor(U, **f64), torch.as_tensor(X, **f64)
-    Q0t = torch.as_tensor(Q0, **f64)
+    Q0t = torch.as_tensor(Q0, **f64)[:, None]  # (S, 1, N, k)
     a = torch.as_tensor(A0, **f64).clone()
     ok = torch.ones((S, R), dtype=torch.bool, device=Wt.device)
     rn = torch.as_tensor(np.asarray(renorm, dtype=bool), device=Wt.device)[:, None, None]
@@ -426,7 +426,7 @@ def spectrum(
     U: Any = None,
     b: Any = None,
     a0: Any = None,
-    seed: int = 0,
+    seed: int | tuple[int, ...] = 0,
     unit: str = "step",
     backend: str = "numba",
     device: str = "cpu",
@@ -452,7 +452,8 @@ def spectrum(
         (S, N, n_in) and (S, N); the unstacked shapes are shared by every member.
     a0 : explicit initial state (N,), instead of random ones (then n_init must be 1); a stack also
         takes (S, N).
-    seed : seeds Q_0 and the random initial states (the same for every member of a stack).
+    seed : seeds Q_0 and the random initial states; a stack takes one seed for every member or
+        a tuple of one seed per member (member s then equals the single call with seed[s]).
     unit : ``"step"`` (per step) or ``"tau"`` (per τ, i.e. divided by α).
     backend : ``"numba"`` (default), ``"numpy"`` (the reference loop) or ``"torch"`` (batched
         tensors in float64, on ``device``). The backends share Q_0, starts and bookkeeping but not
@@ -519,15 +520,20 @@ def spectrum(
     # relu without drive or bias is homogeneous: the state is renormalised, per member
     renorm = np.array([nonlinearity == "relu" and inputs is None and not np.any(B[s]) for s in range(S)])
 
-    Q0 = initial_basis(n, k, seed)
+    seeds = tuple(int(v) for v in seed) if isinstance(seed, (tuple, list, np.ndarray)) else (int(seed),) * S
+    if len(seeds) != S:
+        raise InputError(f"a stack of {S} needs one seed or {S} seeds, got {len(seeds)}")
+    Q0 = np.ascontiguousarray(np.stack([initial_basis(n, k, sd) for sd in seeds]))  # (S, N, k)
     if a0 is not None:
         if n_init != 1:
             raise InputError("an explicit a0 allows n_init=1 only")
         A0 = np.ascontiguousarray(_per_member(a0, (n,), S, stacked, "a0")[:, None, :])
     else:
-        rng_a = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
-        starts = np.array([rng_a.standard_normal(n) for _ in range(n_init)])
-        A0 = np.ascontiguousarray(np.broadcast_to(starts, (S, n_init, n)))
+        def starts(sd: int) -> np.ndarray:
+            rng_a = np.random.default_rng(np.random.SeedSequence(sd).spawn(2)[1])
+            return np.array([rng_a.standard_normal(n) for _ in range(n_init)])
+
+        A0 = np.ascontiguousarray(np.stack([starts(sd) for sd in seeds]))
 
     args = (Ws, float(alpha))
     tail = (A0, Us, B, X, Q0, n_tr, n_ons, n_acc, int(qr_interval), n_seg, renorm)
@@ -561,7 +567,7 @@ def spectrum(
         "qr_interval": int(qr_interval),
         "n_segments": n_seg,
         "n_init": A0.shape[1],
-        "seed": int(seed),
+        "seed": seeds[0] if len(set(seeds)) == 1 else list(seeds),
         "driven": int(inputs is not None),
     }
     status = np.array(["ok" if ok[s].all() else "diverged" for s in range(S)], dtype="<U8")

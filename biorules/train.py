@@ -206,16 +206,24 @@ def _finite(t: Any, stacked: bool) -> np.ndarray:
     return ok.reshape(ok.shape[0], -1).all(dim=1).cpu().numpy() if ok.ndim else np.array([bool(ok)])
 
 
-def _spectrum(W: np.ndarray, b: np.ndarray, params: NetworkParams, k: int, seed: int, settings: dict) -> np.ndarray:
+def _spectrum(W: np.ndarray, b: np.ndarray, params: NetworkParams, k: int, seed: tuple[int, ...],
+              settings: dict) -> np.ndarray:
+    """Top-k autonomous spectra per τ of W (N, N) or a stack (S, N, N); NaN where W or b is not finite."""
     from biorules.lyapunov import spectrum
 
-    if not (np.isfinite(W).all() and np.isfinite(b).all()):
-        return np.full(k, np.nan)
+    finite = np.isfinite(W).reshape(-1, W.shape[-1] ** 2).all(1) & np.isfinite(b).reshape(-1, b.shape[-1]).all(1)
+    if not finite.any():
+        return np.full((*W.shape[:-2], k), np.nan)
+    W, b = np.where(finite[:, None, None], W.reshape(-1, *W.shape[-2:]), 0.0), np.where(finite[:, None], b.reshape(-1, b.shape[-1]), 0.0)
+    if W.shape[0] == 1:
+        W, b, seed = W[0], b[0], seed[0]
     a = params.alpha
     lam = spectrum(W, alpha=a, nonlinearity=params.nonlinearity, n_exponents=k, b=b, seed=seed, unit="tau",
                    steps=int(round(settings["steps_tau"] / a)), transient=int(round(settings["transient_tau"] / a)),
                    ons_transient=int(round(settings["ons_transient_tau"] / a)))
-    return np.asarray(lam.values, dtype=np.float64)
+    values = np.asarray(lam.values, dtype=np.float64).reshape(-1, k)
+    values[~finite] = np.nan
+    return values
 
 
 def train(
@@ -302,12 +310,13 @@ class _Run:
         return stack_batches([self.task.batch(n, d) for d in draw])
 
     def _spectra(self) -> np.ndarray:
+        """The top-k autonomous spectra per τ of every member, (S, k), in one stacked call."""
         if not self.k:
             return np.zeros((self.S, 0))
         W = self.net.W.detach().double().cpu().numpy()
         b = self.net.b.detach().double().cpu().numpy()
-        return np.stack([_spectrum(self._m(W, s), self._m(b, s), self.members[s], self.k,
-                                   self.streams[s]["lyapunov"], self.settings) for s in range(self.S)])
+        lam = _spectrum(W, b, self.members[0], self.k, tuple(s["lyapunov"] for s in self.streams), self.settings)
+        return lam.reshape(self.S, self.k)
 
     def _evaluate(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
         import torch

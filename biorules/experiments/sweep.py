@@ -90,7 +90,7 @@ class SweepConfig:
 
 
 def template(config: SweepConfig) -> xr.Dataset:
-    """The empty sweep store: NaN curves and scalars, every cell pending (DESIGN.md's schema)."""
+    """The empty sweep store: NaN curves and scalars, every cell pending."""
     shape = (len(config.gains), len(config.rules), len(config.floss), len(config.seeds))
     n_eval = len(range(0, config.updates, config.eval_every)) + 1
     k = config.n_exponents

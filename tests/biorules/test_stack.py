@@ -59,7 +59,8 @@ def test_stacked_gradients_equal_single_gradients(kind, rule):
 def _config(kind: str, rule: str, **kw) -> TrainConfig:
     network = NetworkParams(n=10) if kind == "rate" else LIFParams(n=10, dt=20.0, tau_mem=40.0, tau_out=40.0)
     return TrainConfig(task="2af", rule=rule, model=kind, network=network, updates=20, batch=4, eval_every=10,
-                       eval_batch=8, n_exponents=0, cosine_every=10, dtype="float64", lr=3e-3, **kw)
+                       eval_batch=8, n_exponents=2, cosine_every=10, dtype="float64", lr=3e-3,
+                       lyapunov={"transient_tau": 5.0, "ons_transient_tau": 2.0, "steps_tau": 20.0}, **kw)
 
 
 def _single(cfg: TrainConfig, s: int, **kw):
@@ -73,7 +74,8 @@ def test_stacked_training_equals_single_runs(kind, rule):
     assert ds.sizes["member"] == 5 and list(ds.gain.values) == list(GAINS) and list(ds.seed.values) == list(SEEDS)
     for s in range(5):
         one = _single(cfg, s)
-        for name in ("loss", "accuracy", "eval_loss", "eval_accuracy", "grad_cosine", "final_loss", "weight_change"):
+        for name in ("loss", "accuracy", "eval_loss", "eval_accuracy", "grad_cosine", "final_loss", "weight_change",
+                     "lambda_before", "lambda_after"):
             np.testing.assert_allclose(ds[name].isel(member=s).values, one[name].values, rtol=TOL, atol=TOL,
                                        err_msg=f"{kind} {rule} {name} member {s}")
         assert int(ds.status[s]) == int(one.status) == store.STATUS["done"]
@@ -98,7 +100,10 @@ def test_one_diverging_member_leaves_the_others_unchanged(kind):
         one = _single(cfg, s, on_update=poison(False) if s == 2 else None)
         np.testing.assert_allclose(ds.loss[s].values, one.loss.values, rtol=TOL, atol=TOL)
         np.testing.assert_allclose(ds.final_loss[s].values, one.final_loss.values, rtol=TOL, atol=TOL)
+        np.testing.assert_allclose(ds.lambda_after[s].values, one.lambda_after.values, rtol=TOL, atol=TOL)
         assert int(ds.status[s]) == int(one.status)
+    if kind == "rate":  # the LIF network has no spectrum
+        assert np.isnan(ds.lambda_after[2]).all() and np.isfinite(ds.lambda_after[[0, 1, 3, 4]]).all()
 
 
 @pytest.mark.parametrize("mode", ["exact", "local", "eprop"])
