@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from biorules.errors import InputError
+from biorules.lyapunov import lyapunov_window, qr_step, tangent_map
 
 MODES = ("exact", "local", "eprop")
 FLOSSED = ("W", "U", "b")
@@ -153,40 +154,6 @@ def _loss(lam: torch.Tensor, target: float) -> torch.Tensor:
     return ((lam - target) ** 2).mean(-1)
 
 
-def _tangent(W: torch.Tensor, alpha: float, psi: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
-    """D_t Q_t = (1−α) Q_t + α W (ψ_t ⊙ Q_t) for Q (..., B, N, k), as one (N×N)(N×Bk) product per member."""
-    *lead, B, N, k = Q.shape
-    X = (psi.unsqueeze(-1) * Q).movedim(-3, -2).reshape(*lead, N, B * k)
-    return (1 - alpha) * Q + alpha * (W @ X).reshape(*lead, N, B, k).movedim(-2, -3)
-
-
-def _qr_step(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q_{t+1}, diag R_t of D_t Q_t = Q_{t+1} R_t, batched (..., N, k); k = 1 is a normalisation."""
-    if M.shape[-1] == 1:
-        r = torch.linalg.vector_norm(M, dim=-2, keepdim=True)  # (..., 1, 1)
-        return M / r, r[..., 0]
-    Q, R = torch.linalg.qr(M)
-    return Q, torch.diagonal(R, dim1=-2, dim2=-1)
-
-
-def lyapunov_window(model: Any, a0: torch.Tensor, q0: torch.Tensor, transient: int, window: int,
-                    inputs: torch.Tensor | None = None) -> torch.Tensor:
-    """Differentiable λ̂ (k,) per step, (S, k) for a stack: QR every step, logs summed over the last
-    ``window`` steps; the state advances by the network's step."""
-    from biorules.network import RateState
-
-    alpha, nl = model.alpha, model.nl
-    state = RateState(a0, nl.phi(a0))
-    Q = q0.unsqueeze(-3).expand(*a0.shape, q0.shape[-1])
-    total = torch.zeros(q0.shape[-1], dtype=a0.dtype, device=a0.device)
-    for t in range(transient + window):
-        Q, r = _qr_step(_tangent(model.W, alpha, nl.dphi(state.a), Q))
-        if t >= transient:
-            total = total + torch.log(torch.abs(r)).sum(-2)
-        state = model.step(state, None if inputs is None else inputs[t])
-    return total / (window * a0.shape[-2])
-
-
 def _exact(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
     params = [getattr(model, p) for p in FLOSSED]
     lam = lyapunov_window(model, a0, q0, cfg.transient, cfg.window, inputs)
@@ -251,10 +218,10 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
     for t in range(cfg.transient + T):
         a, h = state
         psi = nl.dphi(a)
-        M = _tangent(W, alpha, psi, Q)
+        M = tangent_map(W, alpha, psi, Q)
         if t >= cfg.transient:
             if k == 1:
-                Qn, r = _qr_step(M)
+                Qn, r = qr_step(M)
                 Qt = Q / r.unsqueeze(-1)  # Q̃_t = Q_t R_t⁻¹
             else:
                 Qn, R = torch.linalg.qr(M)
@@ -269,7 +236,7 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
                     E_u.add(ell, eps_x)
                 E_b += ell.sum(-3).transpose(-1, -2) * eps_1
         else:
-            Qn = _qr_step(M)[0]
+            Qn = qr_step(M)[0]
         Q = Qn
         x = None if inputs is None else inputs[t]
         if eprop:  # eligibility of a_{t+1}: ε_{t+1} = (1−α)ε_t + α·(presynaptic factor at t)

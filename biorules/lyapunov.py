@@ -27,7 +27,7 @@ import contextlib
 import math
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -35,6 +35,9 @@ from numba import njit, prange
 
 from biorules import activations
 from biorules.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 _NJIT = dict(cache=True, fastmath=False)
 _NJIT_PARALLEL = dict(_NJIT, parallel=True)
@@ -647,3 +650,51 @@ def derived_quantities(lam: np.ndarray, complete: bool) -> dict[str, Any]:
         "entropy_rate": h,
         "entropy_rate_lower_bound": int(not complete and lam.size > 0 and bool(lam[-1] > 0)),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# differentiable window estimate (gradient flossing, spec §5)
+# --------------------------------------------------------------------------------------------
+
+
+def tangent_map(W: torch.Tensor, alpha: float, psi: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """D_t Q_t = (1−α) Q_t + α W (ψ_t ⊙ Q_t) for Q (..., B, N, k), as one (N×N)(N×Bk) product per member."""
+    *lead, B, N, k = Q.shape
+    X = (psi.unsqueeze(-1) * Q).movedim(-3, -2).reshape(*lead, N, B * k)
+    return (1 - alpha) * Q + alpha * (W @ X).reshape(*lead, N, B, k).movedim(-2, -3)
+
+
+def qr_step(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q_{t+1}, diag R_t of D_t Q_t = Q_{t+1} R_t, batched (..., N, k); k = 1 is a normalisation."""
+    import torch
+
+    if M.shape[-1] == 1:
+        r = torch.linalg.vector_norm(M, dim=-2, keepdim=True)  # (..., 1, 1)
+        return M / r, r[..., 0]
+    Q, R = torch.linalg.qr(M)
+    return Q, torch.diagonal(R, dim1=-2, dim2=-1)
+
+
+def lyapunov_window(model: Any, a0: torch.Tensor, q0: torch.Tensor, transient: int, window: int,
+                    inputs: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable finite-window estimate λ̂ (k,) per step, (S, k) for a stack (spec §5):
+
+        D_t Q_t = Q_{t+1} R_t,   λ̂_i = (1/(B T)) Σ_b Σ_{t ≥ T_tr} ln|R_{t,ii}|,
+
+    with QR every step and the state advanced by the network's own step, so autograd reaches W,
+    U and b through states, bases and transient alike (the ``exact`` flossing gradient).
+    """
+    import torch
+
+    from biorules.network import RateState
+
+    alpha, nl = model.alpha, model.nl
+    state = RateState(a0, nl.phi(a0))
+    Q = q0.unsqueeze(-3).expand(*a0.shape, q0.shape[-1])
+    total = torch.zeros(q0.shape[-1], dtype=a0.dtype, device=a0.device)
+    for t in range(transient + window):
+        Q, r = qr_step(tangent_map(model.W, alpha, nl.dphi(state.a), Q))
+        if t >= transient:
+            total = total + torch.log(torch.abs(r)).sum(-2)
+        state = model.step(state, None if inputs is None else inputs[t])
+    return total / (window * a0.shape[-2])

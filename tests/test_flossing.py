@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from biorules.errors import InputError
-from biorules.flossing import FlossConfig, Flosser, _window_start, floss_gradients, lyapunov_window
+from biorules.flossing import FlossConfig, Flosser, _window_start, floss_gradients
+from biorules.lyapunov import lyapunov_window
 from biorules.network import NetworkParams, RateRNN
 
 
