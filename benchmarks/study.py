@@ -2,8 +2,8 @@
 
 Run by hand: ``python benchmarks/study.py [--n 64 200] [--updates 1000] [--device cpu|cuda]``.
 
-The grid is spec §6's dms study at a given N: gains × rules (bptt, eprop, rflo) × floss (none,
-eprop) × seeds, ``--updates`` updates of batch 32, 5 exponents before and after. Both paths run
+The grid is the dms study at a given N: gains × rules (default bptt, eprop, rflo) × floss (default
+none, eprop) × seeds, ``--updates`` updates of batch 32, 5 exponents before and after. Both paths run
 through :func:`biorules.experiments.sweep.run` with the same workers (default: the CPU count):
 
 * ``per cell``: ``stack=1``, every cell trained alone in a worker process (one torch thread), the
@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 
-def grid(n: int, updates: int, gains: tuple[float, ...], seeds: int, device: str):
+def grid(n: int, updates: int, gains: tuple[float, ...], seeds: int, device: str,
+         rules: tuple[str, ...] = ("bptt", "eprop", "rflo"), floss: tuple[str, ...] = ("none", "eprop")):
     from biorules.experiments.sweep import SweepConfig
 
-    return SweepConfig(gains=gains, rules=("bptt", "eprop", "rflo"), floss=("none", "eprop"),
+    return SweepConfig(gains=gains, rules=rules, floss=floss,
                        seeds=tuple(range(seeds)), task="dms", n=n, updates=updates, batch=32,
                        n_exponents=5, eval_every=max(1, updates // 10), device=device)
 
@@ -45,29 +46,34 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=1000)
     ap.add_argument("--gains", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--rules", default="bptt,eprop,rflo", help="comma list (spec §6 has bptt,eprop,eprop-random,rflo)")
+    ap.add_argument("--floss", default="none,eprop", help="comma list of flossing modes")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-baseline", action="store_true", help="time the stacked path only")
+    ap.add_argument("--progress", action="store_true", help="progress bars on stderr")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.n:
-            cfg = grid(n, args.updates, tuple(args.gains), args.seeds, args.device)
+            cfg = grid(n, args.updates, tuple(args.gains), args.seeds, args.device, tuple(args.rules.split(",")),
+                       tuple(args.floss.split(",")))
             cells = len(cfg.gains) * len(cfg.rules) * len(cfg.floss) * len(cfg.seeds)
-            t_stack, ds_stack = timed(cfg, Path(tmp) / f"stack{n}.zarr", workers=args.workers)
+            t_stack, ds_stack = timed(cfg, Path(tmp) / f"stack{n}.zarr", workers=args.workers, progress=args.progress)
             row = {"n": n, "cells": cells, "updates": args.updates, "device": args.device,
                    "stacked_s": t_stack, "stacked_cells_per_min": 60 * cells / t_stack}
             if not args.skip_baseline:
-                t_cell, ds_cell = timed(cfg, Path(tmp) / f"cell{n}.zarr", workers=args.workers, stack=1)
+                t_cell, ds_cell = timed(cfg, Path(tmp) / f"cell{n}.zarr", workers=args.workers, stack=1,
+                                        progress=args.progress)
                 diff = float(abs(ds_stack.final_loss - ds_cell.final_loss).max())
                 row.update(per_cell_s=t_cell, per_cell_cells_per_min=60 * cells / t_cell, ratio=t_cell / t_stack,
                            max_final_loss_diff=diff)
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-    print(f"\n| N | cells | updates | path | wall [s] | cells/min | ratio |\n|---|---|---|---|---|---|---|")
+    print("\n| N | cells | updates | path | wall [s] | cells/min | ratio |\n|---|---|---|---|---|---|---|")
     for r in rows:
         if "per_cell_s" in r:
             print(f"| {r['n']} | {r['cells']} | {r['updates']} | per cell (stack=1) | {r['per_cell_s']:.1f} | "

@@ -247,7 +247,7 @@ def _example():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "spiking_2af.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "spiking_2af.py"
     spec = importlib.util.spec_from_file_location("spiking_2af", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

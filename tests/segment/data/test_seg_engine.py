@@ -238,7 +238,7 @@ def test_kill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     out = tmp_path / "k.zarr"
     args = [sys.executable, "-m", "cli.main", "--quiet", "segment", "--model", "rwkv_unet_test", "--size", "32",
             "--epochs", "2", "--batch", "6", "--device", "cpu", "--out", str(out)]
-    repo = str(Path(__file__).resolve().parents[2])
+    repo = str(Path(__file__).resolve().parents[3])
     env = {**os.environ, "PYTHONPATH": repo}
     proc = subprocess.Popen(args, cwd=repo, env=env)
     last = E.checkpoint_dir(out) / "split0_last.pt"
