@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from biorules import store
@@ -118,14 +119,37 @@ def run_grid(
         results = _in_process(fn, jobs) if workers == 1 else _processes(fn, jobs, workers)
     with tqdm(total=pending, disable=not progress, desc=desc, unit="cell") as bar:
         for job, cells in results:
-            for idx, cell in zip(job.cells, cells, strict=True):
-                if done[idx]:
-                    continue  # finished earlier: its numbers are already in the store
+            todo = [(idx, cell) for idx, cell in zip(job.cells, cells, strict=True) if not done[idx]]
+            block = _block(todo, cell_dims) if on_cell is None else None
+            if block is not None:  # a whole stack in one region write (status last)
+                store.write_region(path, *block)
+                bar.update(len(todo))
+                continue
+            for idx, cell in todo:  # cells finished earlier are already in the store
                 store.write_cell(path, cell, dict(zip(cell_dims, idx, strict=True)))
                 if on_cell is not None:
                     on_cell(idx, cell)
                 bar.update(1)
     return store.open_store(path).load()
+
+
+def _block(cells: list[tuple[Cell, xr.Dataset]], cell_dims: tuple[str, ...]) -> tuple[xr.Dataset, dict] | None:
+    """The cells as one Dataset and its region when they fill a box of contiguous indices, else None."""
+    if len(cells) < 2 or any(set(c.data_vars) != set(cells[0][1].data_vars) for _, c in cells):
+        return None
+    axes = [sorted({idx[d] for idx, _ in cells}) for d in range(len(cell_dims))]
+    if any(a[-1] - a[0] + 1 != len(a) for a in axes) or len(cells) != int(np.prod([len(a) for a in axes])):
+        return None
+    by_index = {idx: c.expand_dims(list(cell_dims)) for idx, c in cells}
+
+    def nest(prefix: tuple[int, ...]) -> Any:
+        d = len(prefix)
+        if d == len(cell_dims):
+            return by_index[prefix]
+        return [nest((*prefix, i)) for i in axes[d]]
+
+    block = xr.combine_nested(nest(()), concat_dim=list(cell_dims), combine_attrs="drop")
+    return block, {d: slice(a[0], a[-1] + 1) for d, a in zip(cell_dims, axes, strict=True)}
 
 
 def _indices(shape: Sequence[int]) -> Iterator[Cell]:
