@@ -169,12 +169,27 @@ def run_stack(config: SweepConfig, job: Job) -> list[xr.Dataset]:
 
 def plan(config: SweepConfig, cells: list[Cell], stack: int | None = None, workers: int = 1) -> list[Job]:
     """Group the grid's cells by (rule, floss) into stacks of at most ``stack`` members (default:
-    whole groups, split only as far as needed to keep ``workers`` busy)."""
+    whole groups, split only as far as needed to keep ``workers`` busy, and on the CPU at most
+    :func:`cpu_stack_cap` members)."""
     groups: dict[tuple[str, str], list[Cell]] = {}
     for idx in cells:
         groups.setdefault((config.rules[idx[1]], config.floss[idx[2]]), []).append(idx)
-    size = stack or stack_size([len(g) for g in groups.values()], workers)
+    size = stack or min(stack_size([len(g) for g in groups.values()], workers), cpu_stack_cap(config))
     return [Job(part, key) for key, cells in groups.items() for part in chunks(cells, size)]
+
+
+CPU_STACK_WORK = 65536
+"""On the CPU a stack holds at most this many recurrent weights (members × N²) by default: below it
+a stack saves the interpreter's per-operation cost (14 members at N = 64: flossing ≈ 6×, training
+≈ 2.3× per cell); above it a stacked step is bound by the arithmetic and one cell per process
+balances the workers better (N = 200, stacks of 4: 0.72× the per-cell path)."""
+
+
+def cpu_stack_cap(config: SweepConfig) -> int:
+    """Members per stack on the CPU by default (no cap on a GPU, which wants whole groups)."""
+    if config.device != "cpu":
+        return 1 << 30
+    return max(1, CPU_STACK_WORK // (config.n * config.n))
 
 
 def run(config: SweepConfig, out: str | Path, *, workers: int | None = None, scheduler: str | None = None,

@@ -108,3 +108,7 @@ def test_plan_groups_cells_that_can_share_a_stack():
     assert max(len(j.cells) for j in plan(cfg, cells, stack=4)) == 4
     one_group = plan(tiny(gains=(0.5, 1.0, 1.5)), [(g, 0, 0, s) for g in range(3) for s in range(2)], workers=2)
     assert [len(j.cells) for j in one_group] == [3, 3]
+    big = dict(n=200, gains=(0.5, 1.0, 1.5), rules=("eprop", "bptt"), floss=("none", "local"))
+    # on the CPU a stack of N = 200 networks does not pay; a GPU takes whole groups
+    assert {len(j.cells) for j in plan(tiny(**big), cells, workers=2)} == {1}
+    assert {len(j.cells) for j in plan(tiny(**big, device="cuda"), cells, workers=2)} == {6}
