@@ -298,10 +298,6 @@ class _Run:
             self.hook.task = self.task if self.hook.driven else None
 
     # ------------------------------------------------------------------------------ pieces
-    def _m(self, t: Any, s: int) -> Any:
-        """Member ``s`` of a parameter or result (the whole thing for a single network)."""
-        return t[s] if self.cfg.stacked else t
-
     def _batch(self, n: int, draw: list[int]) -> Any:
         from biorules.tasks import stack_batches
 
