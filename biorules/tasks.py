@@ -171,6 +171,30 @@ class Task:
     def oracle(self, batch: TaskBatch) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    chance: ClassVar[float] = 0.5
+    """The metric of a policy that ignores the inputs (guessing; R² = 0 for sine)."""
+
+    def ideal(self, batch: TaskBatch) -> np.ndarray:
+        """Logits of the ideal observer, which sees the inputs only (default: :meth:`oracle`)."""
+        return self.oracle(batch)
+
+    def ceiling(self, n_trials: int = 32768, seed: int = 0) -> float:
+        """The ideal observer's metric on ``n_trials`` fixed trials: the best any network can score."""
+        batch = self.batch(n_trials, seed)
+        return float(self.accuracy(self.ideal(batch), batch))
+
+    def fixation_input(self) -> np.ndarray:
+        """The constant input x_fix (n_in,) a network sees while it waits for a trial: the mean
+        first-step input over trials (fixation on, no stimulus); zero for tasks without one."""
+        return np.zeros(self.n_in)
+
+    def probe_inputs(self, n_steps: int, seed: int) -> np.ndarray:
+        """(n_steps, n_in) inputs of fresh trials back to back, for spectra conditional on the
+        task's own input (the state runs on across trial boundaries)."""
+        n_trials = -(-int(n_steps) // self.n_steps)
+        x = self.batch(n_trials, seed).x  # (T, B, n_in)
+        return np.ascontiguousarray(x.transpose(1, 0, 2).reshape(-1, self.n_in)[: int(n_steps)])
+
     def to_attrs(self) -> dict[str, Any]:
         """Task settings as flat attrs (prefixed ``task_``); periods become ``name:ms,...``."""
         out: dict[str, Any] = {}
@@ -256,6 +280,10 @@ class ClassificationTask(Task):
     def _fill(self, x: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
+    def fixation_input(self) -> np.ndarray:
+        """Mean noiseless first-step input: the fixation channel on (and, for cxt, the mean context)."""
+        return self.batch(256, 0).x[0].mean(axis=0)
+
     def _noise(self, x: np.ndarray, period: str, channels: slice, rng: np.random.Generator) -> None:
         s = self.period(period)
         shape = x[s, :, channels].shape
@@ -310,6 +338,13 @@ class TwoAFC(ClassificationTask):
         policy on the inputs alone can score 1.0); it checks the metric and loss plumbing."""
         return self._oracle_logits(batch.trials["choice"])
 
+    def ideal(self, batch: TaskBatch) -> np.ndarray:
+        """Sign of the summed evidence difference Σ_t (x_1 − x_2) over the stimulus (the likelihood
+        ratio test for equal Gaussian noise on both channels)."""
+        s = self.period("stimulus")
+        evidence = (batch.x[s, :, 1] - batch.x[s, :, 2]).sum(0)
+        return self._oracle_logits(np.where(evidence >= 0, 1, 2))
+
 
 @dataclass(frozen=True)
 class DelayMatchSample(ClassificationTask):
@@ -360,6 +395,14 @@ class ContextDecision(ClassificationTask):
         direction from the batch (5 % coherence is below the noise, so inputs alone cannot score 1.0)."""
         context = 1 + np.argmax(batch.x[0, :, 5:7], axis=1)
         k = np.where(context == 1, batch.trials["choice_1"], batch.trials["choice_2"])
+        return self._oracle_logits(k)
+
+    def ideal(self, batch: TaskBatch) -> np.ndarray:
+        """Reads the context, then the sign of the attended modality's summed evidence."""
+        context = 1 + np.argmax(batch.x[0, :, 5:7], axis=1)
+        s = self.period("stimulus")
+        ev = np.stack([(batch.x[s, :, 1 + 2 * m] - batch.x[s, :, 2 + 2 * m]).sum(0) for m in range(2)])
+        k = np.where(ev[context - 1, np.arange(len(context))] >= 0, 1, 2)
         return self._oracle_logits(k)
 
 
@@ -455,6 +498,8 @@ class SineGeneration(Task):
         sse = float(((yp - yt) ** 2).sum())
         ss_tot = float(((yt - yt.mean(axis=0)) ** 2).sum())
         return 1.0 - sse / ss_tot
+
+    chance: ClassVar[float] = 0.0
 
     def oracle(self, batch: TaskBatch) -> np.ndarray:
         """The target itself."""

@@ -6,10 +6,16 @@ over the batch), and take one optimiser step (Adam, lr 10⁻³, β = (0.9, 0.999
 clipping). Recorded:
 
 - ``loss``, ``accuracy`` (update): the task loss and metric of each training batch;
-- ``eval_loss``, ``eval_accuracy`` (eval_update): on a fixed held-out batch every ``eval_every``;
-- ``final_loss``, ``final_accuracy``: on that held-out batch after training;
-- ``lambda_before``, ``lambda_after`` (exponent): the top-k autonomous Lyapunov spectrum per τ of
-  the rate network before and after training (x = 0, b kept; :func:`biorules.lyapunov.spectrum`);
+- ``eval_loss``, ``eval_accuracy`` (eval_update): on a fixed monitoring batch every ``eval_every``;
+  ``eval_accuracy_best`` and ``eval_accuracy_last``; ``final_loss``, ``final_accuracy``: that batch
+  after training;
+- ``test_loss``, ``test_accuracy``: on ``test_batch`` (2048) fresh trials of their own stream, once,
+  after training: the number to report;
+- ``updates_to_criterion``: updates done at the first monitoring point whose metric reaches
+  :data:`CRITERION` × the task's ceiling (NaN when never); attrs ``chance``, ``ceiling``, ``criterion``;
+- ``lambda_before``, ``lambda_after`` (condition, exponent) and their ``_sem``: the top-k Lyapunov
+  spectrum per τ of the rate network before and after training in each of :data:`CONDITIONS`
+  (:func:`biorules.lyapunov.spectrum`);
 - ``grad_cosine`` (cosine_update): cos(∇W_rule, ∇W_BPTT) on the same batch every ``cosine_every``;
 - ``weight_change`` = ‖W − W₀‖_F/‖W₀‖_F, ``input_weight_change`` likewise for U;
 - ``status`` (CF flags of :data:`biorules.store.STATUS`): ``done``, or ``diverged`` when a loss,
@@ -24,12 +30,14 @@ training and evaluation streams (from its own master seed), its own optimiser st
 act elementwise) and its own divergence flag; a member that diverges is frozen and NaN-padded while
 the others go on unchanged. Member s gives the numbers its single run gives (to rounding).
 
-Seeds: one master seed spawns independent streams for the network, the feedback matrix B, the
-training batches, the evaluation batch and the Lyapunov Q₀/initial state.
+Seeds: one master seed spawns independent streams (:data:`SEED_STREAMS`) for the network, the
+feedback matrix B, the training batches, the monitoring batch, Q₀ and the spectrum's initial
+states, the test trials and the probe trials of the task-conditioned spectrum.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -51,9 +59,32 @@ DEFAULT_LYAPUNOV = {"transient_tau": 50.0, "ons_transient_tau": 10.0, "steps_tau
 """Quick spectrum settings (in τ) for before/after training: transient, Q warm-up, accumulation."""
 
 
+SEED_STREAMS = ("network", "feedback", "train", "eval", "lyapunov", "test", "probe")
+"""Streams spawned from a master seed: W, U, V (network), B (feedback), training batches, the
+monitoring batch, Q₀ and the spectrum's initial states (lyapunov), the final test trials and the
+trials that drive the task-conditioned spectrum (probe). New streams are appended, so the earlier
+ones never change."""
+
+CONDITIONS = ("autonomous", "fixation", "task")
+"""Spectrum conditions: x = 0; the task's constant fixation input x_fix (folded into the bias,
+b + U x_fix); the task's own trials back to back (exponents conditional on that input)."""
+
+
+CONDITION_LONG_NAME = ("spectrum condition: autonomous (x = 0), fixation (constant fixation input), "
+                       "task (conditional on the task's trials back to back)")
+CRITERION = 0.9
+"""A run has learned when its metric reaches this fraction of the task's ceiling."""
+
+
+@functools.lru_cache(maxsize=64)
+def task_limits(task: Any) -> tuple[float, float]:
+    """(chance, ceiling) of a task's metric: guessing, and the ideal observer on 32768 fixed trials."""
+    return float(task.chance), float(task.ceiling())
+
+
 def seeds(seed: int) -> dict[str, int]:
-    """Independent integer seeds for ``network``, ``feedback``, ``train``, ``eval``, ``lyapunov``."""
-    names = ("network", "feedback", "train", "eval", "lyapunov")
+    """Independent integer seeds, one per name in :data:`SEED_STREAMS`, from one master seed."""
+    names = SEED_STREAMS
     children = np.random.SeedSequence(int(seed)).spawn(len(names))
     return {n: int(c.generate_state(1, dtype=np.uint32)[0]) for n, c in zip(names, children, strict=True)}
 
@@ -106,7 +137,11 @@ class TrainConfig:
     eval_every: int = 50
     """Held-out evaluation period [updates]."""
     eval_batch: int = 512
-    """Held-out trials [1]."""
+    """Trials of the fixed monitoring batch [1]."""
+    test_batch: int = 2048
+    """Fresh trials of the final test (own seeded stream, never used for monitoring) [1]."""
+    conditions: tuple[str, ...] = CONDITIONS
+    """Spectrum conditions before/after training (:data:`CONDITIONS`)."""
     cosine_every: int = 100
     """Every this many updates the cosine of the rule's ∇W with BPTT's on the same batch (0: off)."""
     task_options: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +184,11 @@ class TrainConfig:
             raise InputError(f"a stack needs one seed per gain, got {len(self.gains)} gains and {len(self.seeds)} seeds")
         if any(not (g >= 0 and math.isfinite(g)) for g in self.gains):
             raise InputError(f"gains must be finite and non-negative, got {self.gains}")
+        if int(self.test_batch) < 1:
+            raise InputError(f"test_batch must be positive, got {self.test_batch}")
+        bad = [c for c in self.conditions if c not in CONDITIONS]
+        if bad or not self.conditions:
+            raise InputError(f"unknown spectrum condition {bad[0] if bad else '(none)'}; choose from {', '.join(CONDITIONS)}")
         if self.floss is not None and self.model != "rate":
             raise InputError("flossing is defined for rate networks only; use --model rate")
 
@@ -206,24 +246,32 @@ def _finite(t: Any, stacked: bool) -> np.ndarray:
     return ok.reshape(ok.shape[0], -1).all(dim=1).cpu().numpy() if ok.ndim else np.array([bool(ok)])
 
 
+def spectrum_steps(alpha: float, settings: dict | None = None) -> tuple[int, int, int]:
+    """(transient, Q warm-up, accumulation) steps of the before/after spectra (settings in τ)."""
+    st = {**DEFAULT_LYAPUNOV, **(settings or {})}
+    return tuple(int(round(st[k] / alpha)) for k in ("transient_tau", "ons_transient_tau", "steps_tau"))
+
+
 def _spectrum(W: np.ndarray, b: np.ndarray, params: NetworkParams, k: int, seed: tuple[int, ...],
-              settings: dict) -> np.ndarray:
-    """Top-k autonomous spectra per τ of W (N, N) or a stack (S, N, N); NaN where W or b is not finite."""
+              settings: dict, U: np.ndarray | None = None, inputs: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k spectra per τ and their SEM, (S, k) each, of W (S, N, N) with bias b (S, N), optionally
+    driven by ``inputs`` (S, T, n_in) through U (S, N, n_in); NaN where a weight is not finite."""
     from biorules.lyapunov import spectrum
 
-    finite = np.isfinite(W).reshape(-1, W.shape[-1] ** 2).all(1) & np.isfinite(b).reshape(-1, b.shape[-1]).all(1)
+    arrays = [W, b] + ([U] if U is not None else [])
+    finite = np.logical_and.reduce([np.isfinite(a).reshape(a.shape[0], -1).all(1) for a in arrays])
     if not finite.any():
-        return np.full((*W.shape[:-2], k), np.nan)
-    W, b = np.where(finite[:, None, None], W.reshape(-1, *W.shape[-2:]), 0.0), np.where(finite[:, None], b.reshape(-1, b.shape[-1]), 0.0)
-    if W.shape[0] == 1:
-        W, b, seed = W[0], b[0], seed[0]
-    a = params.alpha
-    lam = spectrum(W, alpha=a, nonlinearity=params.nonlinearity, n_exponents=k, b=b, seed=seed, unit="tau",
-                   steps=int(round(settings["steps_tau"] / a)), transient=int(round(settings["transient_tau"] / a)),
-                   ons_transient=int(round(settings["ons_transient_tau"] / a)))
-    values = np.asarray(lam.values, dtype=np.float64).reshape(-1, k)
-    values[~finite] = np.nan
-    return values
+        return np.full((W.shape[0], k), np.nan), np.full((W.shape[0], k), np.nan)
+    zero = lambda a: np.where(finite.reshape(-1, *[1] * (a.ndim - 1)), a, 0.0)  # noqa: E731
+    drive = {} if inputs is None else {"U": zero(U), "inputs": inputs}
+    transient, ons, steps = spectrum_steps(params.alpha, settings)
+    lam = spectrum(zero(W), alpha=params.alpha, nonlinearity=params.nonlinearity, n_exponents=k, b=zero(b),
+                   seed=seed, unit="tau", steps=steps, transient=transient, ons_transient=ons, **drive)
+    values = np.asarray(lam.values, dtype=np.float64).reshape(-1, k).copy()
+    sem = np.asarray(lam.coords["sem"].values, dtype=np.float64).reshape(-1, k).copy()
+    values[~finite], sem[~finite] = np.nan, np.nan
+    return values, sem
 
 
 def train(
@@ -305,14 +353,29 @@ class _Run:
             return self.task.batch(n, draw[0])
         return stack_batches([self.task.batch(n, d) for d in draw])
 
-    def _spectra(self) -> np.ndarray:
-        """The top-k autonomous spectra per τ of every member, (S, k), in one stacked call."""
+    def _spectra(self) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k spectra per τ and their SEM, (S, C, k) each, in every condition of the config
+        (one stacked call per condition; the same Q₀, initial states and probe trials before and after)."""
+        C = len(self.cfg.conditions)
         if not self.k:
-            return np.zeros((self.S, 0))
-        W = self.net.W.detach().double().cpu().numpy()
-        b = self.net.b.detach().double().cpu().numpy()
-        lam = _spectrum(W, b, self.members[0], self.k, tuple(s["lyapunov"] for s in self.streams), self.settings)
-        return lam.reshape(self.S, self.k)
+            return np.zeros((self.S, C, 0)), np.zeros((self.S, C, 0))
+        W = self.net.W.detach().double().cpu().numpy().reshape(self.S, self.members[0].n, -1)
+        b = self.net.b.detach().double().cpu().numpy().reshape(self.S, -1)
+        U = self.net.U.detach().double().cpu().numpy().reshape(self.S, W.shape[1], -1)
+        lyap_seeds = tuple(s["lyapunov"] for s in self.streams)
+        lam, sem = np.full((self.S, C, self.k), np.nan), np.full((self.S, C, self.k), np.nan)
+        for c, condition in enumerate(self.cfg.conditions):
+            if condition == "autonomous":
+                out = _spectrum(W, b, self.members[0], self.k, lyap_seeds, self.settings)
+            elif condition == "fixation":
+                b_fix = b + U @ self.task.fixation_input()
+                out = _spectrum(W, b_fix, self.members[0], self.k, lyap_seeds, self.settings)
+            else:
+                T = sum(spectrum_steps(self.members[0].alpha, self.settings))
+                x = np.stack([self.task.probe_inputs(T, s["probe"]) for s in self.streams])
+                out = _spectrum(W, b, self.members[0], self.k, lyap_seeds, self.settings, U=U, inputs=x)
+            lam[:, c], sem[:, c] = out
+        return lam, sem
 
     def _evaluate(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -335,7 +398,7 @@ class _Run:
 
         cfg, net, task, S = self.cfg, self.net, self.task, self.S
         W0, U0 = net.W.detach().clone(), net.U.detach().clone()
-        lam_before = self._spectra()
+        lam_before, sem_before = self._spectra()
         opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
         opt = opt_cls(net.parameters(), lr=cfg.lr, **({"betas": (0.9, 0.999)} if cfg.optimizer == "adam" else {}))
         dale = any(getattr(p, "init", None) == "dale" for p in self.members) and cfg.enforce_dale
@@ -421,8 +484,17 @@ class _Run:
             for s in np.flatnonzero(alive & ~np.isfinite(final_loss)):
                 status[s], message[s] = "diverged", "non-finite evaluation loss after training"
         done = np.array([st == "done" for st in status])
-        lam_after = self._spectra()
-        lam_after[~done] = np.nan
+        test_loss, test_acc = np.full(S, np.nan), np.full(S, np.nan)
+        if done.any():
+            tl, ta = self._evaluate(self._batch(int(cfg.test_batch), [s["test"] for s in self.streams]))
+            test_loss[done], test_acc[done] = tl[done], ta[done]
+        best_acc = np.where(done, np.nanmax(np.where(np.isfinite(eval_acc), eval_acc, -np.inf), axis=1), np.nan)
+        last_acc = np.where(done, eval_acc[:, -1], np.nan)
+        chance, ceiling = task_limits(task)
+        reached = eval_acc >= CRITERION * ceiling
+        to_criterion = np.where(done & reached.any(1), np.asarray(eval_at, float)[reached.argmax(1)], np.nan)
+        lam_after, sem_after = self._spectra()
+        lam_after[~done], sem_after[~done] = np.nan, np.nan
         W, U = net.W.detach(), net.U.detach()
         change = lambda a, b: np.atleast_1d(((a - b).flatten(-2).norm(dim=-1) / b.flatten(-2).norm(dim=-1)).double().cpu().numpy())  # noqa: E731
         weight_change = np.where(done, change(W, W0), np.nan)
@@ -453,14 +525,25 @@ class _Run:
                 "accuracy": var(("update",), r["acc_curve"], "1", f"task metric of the training batch ({metric})"),
                 "eval_loss": var(("eval_update",), r["eval_loss"], "1", "task loss on the held-out batch"),
                 "eval_accuracy": var(("eval_update",), r["eval_acc"], "1", f"task metric on the held-out batch ({metric})"),
-                "lambda_before": var(("exponent",), r["lam_before"], "1/tau", "Lyapunov exponent before training (autonomous)"),
-                "lambda_after": var(("exponent",), r["lam_after"], "1/tau", "Lyapunov exponent after training (autonomous)"),
+                "lambda_before": var(("condition", "exponent"), r["lam_before"], "1/tau", "Lyapunov exponent before training"),
+                "lambda_after": var(("condition", "exponent"), r["lam_after"], "1/tau", "Lyapunov exponent after training"),
+                "lambda_before_sem": var(("condition", "exponent"), r["sem_before"], "1/tau",
+                                         "standard error of lambda_before (segment means)"),
+                "lambda_after_sem": var(("condition", "exponent"), r["sem_after"], "1/tau",
+                                        "standard error of lambda_after (segment means)"),
                 "grad_cosine": var(("cosine_update",), r["cosines"], "1",
                                    "cosine between the rule's and BPTT's recurrent-weight gradient on the same batch"),
                 "weight_change": var((), r["weight_change"], "1", "||W - W0||_F / ||W0||_F"),
                 "input_weight_change": var((), r["input_change"], "1", "||U - U0||_F / ||U0||_F"),
                 "final_loss": var((), r["final_loss"], "1", "task loss on the held-out batch after training"),
                 "final_accuracy": var((), r["final_acc"], "1", f"task metric on the held-out batch after training ({metric})"),
+                "test_loss": var((), r["test_loss"], "1", f"task loss on {cfg.test_batch} fresh test trials after training"),
+                "test_accuracy": var((), r["test_acc"], "1",
+                                     f"task metric on {cfg.test_batch} fresh test trials after training ({metric})"),
+                "eval_accuracy_best": var((), r["best_acc"], "1", "best task metric of the monitoring batch"),
+                "eval_accuracy_last": var((), r["last_acc"], "1", "task metric of the monitoring batch after training"),
+                "updates_to_criterion": var((), r["to_criterion"], "1",
+                                            f"updates before the monitoring metric first reached {CRITERION:g} x the ceiling (NaN: never)"),
                 "status": status,
                 "wall_time": var((), wall, "s", "wall-clock time of the run (of the whole stack)"),
             },
@@ -470,6 +553,7 @@ class _Run:
                 "cosine_update": ("cosine_update", np.array(r["cos_at"], dtype=np.int64),
                                   {"long_name": "update at which the gradient cosine was taken"}),
                 "exponent": ("exponent", np.arange(1, self.k + 1), {"long_name": "exponent index (1 = largest)"}),
+                "condition": ("condition", np.array(cfg.conditions, dtype=object), {"long_name": CONDITION_LONG_NAME}),
             },
         )
         if cfg.stacked:
@@ -480,7 +564,7 @@ class _Run:
         params = self.members[0]
         plain = {"task": cfg.task, "rule": cfg.rule, "model": cfg.model, "optimizer": cfg.optimizer,
                  "lr": float(cfg.lr), "batch": int(cfg.batch), "updates": int(cfg.updates), "seed": int(cfg.seed),
-                 "n_exponents": self.k, "eval_every": int(cfg.eval_every), "eval_batch": int(cfg.eval_batch),
+                 "n_exponents": self.k, "eval_every": int(cfg.eval_every), "eval_batch": int(cfg.eval_batch), "test_batch": int(cfg.test_batch),
                  "cosine_every": int(cfg.cosine_every), "enforce_dale": int(cfg.enforce_dale), "dtype": cfg.dtype,
                  "device": cfg.device,
                  "on_update": "" if self.user_hook is None else getattr(self.user_hook, "__name__", type(self.user_hook).__name__)}
@@ -494,7 +578,8 @@ class _Run:
         attrs.update({f"lyapunov_{k}": float(v) for k, v in self.settings.items()})
         attrs.update({
             "lyapunov_alpha": float(getattr(params, "alpha", float("nan"))),
-            "lyapunov_condition": "autonomous (x = 0, b kept)" if self.k else "not measured",
+            "lyapunov_condition": ", ".join(cfg.conditions) if self.k else "not measured",
+            "chance": r["chance"], "ceiling": r["ceiling"], "criterion": CRITERION * r["ceiling"],
             "status_message": take(np.array(r["message"], dtype=object)) if not cfg.stacked else "; ".join(
                 f"member {s}: {m}" for s, m in enumerate(r["message"]) if m),
             **provenance_attrs(),

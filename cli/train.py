@@ -134,20 +134,25 @@ def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, d
     store.save(ds, out)
 
     status = "done" if int(ds.status) == store.STATUS["done"] else "diverged"
-    lam0 = float(ds.lambda_before[0]) if ds.sizes.get("exponent", 0) else float("nan")
-    lam1 = float(ds.lambda_after[0]) if ds.sizes.get("exponent", 0) else float("nan")
+    has_lam = ds.sizes.get("exponent", 0) > 0
+    lam = {c: (float(ds.lambda_before.sel(condition=c, exponent=1)), float(ds.lambda_after.sel(condition=c, exponent=1)))
+           for c in ds.condition.values} if has_lam else {}
+    lam0, lam1 = lam.get("autonomous", (float("nan"), float("nan")))
     ctx.echo(f"{task} / {rule} / {model} (N={n}, g={gain}): {status} after {updates} updates "
              f"in {float(ds.wall_time):.1f} s")
-    ctx.echo(f"final accuracy {float(ds.final_accuracy):.3f}, final loss {float(ds.final_loss):.4f} "
-             f"(held-out {ds.attrs['config_eval_batch']} trials)")
-    if ds.sizes.get("exponent", 0):
-        ctx.echo(f"λ_max [1/τ] {lam0:+.4f} -> {lam1:+.4f}; ||ΔW||/||W0|| = {float(ds.weight_change):.3f}")
+    ctx.echo(f"test accuracy {float(ds.test_accuracy):.3f}, test loss {float(ds.test_loss):.4f} "
+             f"({ds.attrs['config_test_batch']} fresh trials; ceiling {ds.attrs['ceiling']:.3f}, chance {ds.attrs['chance']:.2f})")
+    if has_lam:
+        ctx.echo("λ_max [1/τ] before -> after: " + ", ".join(f"{c} {a:+.4f} -> {b:+.4f}" for c, (a, b) in lam.items())
+                 + f"; ||ΔW||/||W0|| = {float(ds.weight_change):.3f}")
     if status != "done":
         ctx.echo(f"note: {ds.attrs['status_message']}")
     ctx.echo(f"store: {out}")
     ctx.emit_json({
         "out": str(out), "task": task, "rule": rule, "model": model, "status": status,
         "final_accuracy": float(ds.final_accuracy), "final_loss": float(ds.final_loss),
+        "test_accuracy": float(ds.test_accuracy), "test_loss": float(ds.test_loss),
         "lambda_max_before": lam0, "lambda_max_after": lam1, "weight_change": float(ds.weight_change),
+        "lambda_max": {c: {"before": a, "after": b} for c, (a, b) in lam.items()},
         "wall_time": float(ds.wall_time),
     })

@@ -23,9 +23,12 @@ def small(n: int = 16, **kw) -> NetworkParams:
 
 def test_dataset_layout_units_and_attrs():
     ds = train("2af", "eprop", small(), **SMALL)
-    assert dict(ds.sizes) == {"update": 4, "eval_update": 3, "exponent": 3, "cosine_update": 2}
+    assert dict(ds.sizes) == {"update": 4, "eval_update": 3, "exponent": 3, "cosine_update": 2, "condition": 3}
+    assert list(ds.condition.values) == ["autonomous", "fixation", "task"]
     for name in ("loss", "accuracy", "eval_loss", "eval_accuracy", "lambda_before", "lambda_after",
-                 "weight_change", "input_weight_change", "grad_cosine", "final_loss", "final_accuracy", "status", "wall_time"):
+                 "weight_change", "input_weight_change", "grad_cosine", "final_loss", "final_accuracy", "status", "wall_time",
+                 "test_loss", "test_accuracy", "eval_accuracy_best", "eval_accuracy_last", "updates_to_criterion",
+                 "lambda_before_sem", "lambda_after_sem"):
         assert name in ds and "long_name" in ds[name].attrs, name
         assert name == "status" or "units" in ds[name].attrs, name
     assert ds.lambda_before.attrs["units"] == "1/tau"
@@ -47,7 +50,7 @@ def test_same_seed_same_numbers_and_shared_initial_spectrum():
     xr.testing.assert_identical(a.lambda_after, b.lambda_after)
     xr.testing.assert_identical(a.lambda_before, c.lambda_before)  # "before" depends on (g, seed) only
     assert not np.array_equal(a.loss.values, d.loss.values)
-    assert len(set(seeds(0).values())) == 5
+    assert len(set(seeds(0).values())) == 7
 
 
 @pytest.mark.parametrize("rule", RULE_NAMES)
@@ -136,3 +139,57 @@ def test_gradient_cosine_with_bptt():
     eprop = train("2af", "eprop", small(), **SMALL)
     np.testing.assert_allclose(bptt.grad_cosine, 1.0, rtol=1e-5)
     assert (eprop.grad_cosine < 1.0 - 1e-4).all() and (eprop.grad_cosine > 0.0).all()
+
+
+def test_fixation_spectrum_is_the_autonomous_map_with_the_input_folded_into_the_bias():
+    """Before training: the fixation row equals the autonomous spectrum of W₀ with b + U x_fix, and
+    a spectrum driven by the constant input x_fix equals it exactly (x enters only through a_t)."""
+    from biorules.lyapunov import spectrum
+    from biorules.network import build_weights
+    from biorules.tasks import make_task
+    from biorules.train import spectrum_steps
+
+    ds = train("dms", "eprop", NetworkParams(n=16, gain=1.5), dtype="float64", **SMALL)
+    task = make_task("dms")
+    w = build_weights(NetworkParams(n=16, gain=1.5, n_in=3, n_out=3, seed=seeds(0)["network"]))
+    tr, ons, steps = spectrum_steps(0.2, SMALL["lyapunov"])
+    x_fix = task.fixation_input()
+    kw = dict(alpha=0.2, n_exponents=3, unit="tau", steps=steps, transient=tr, ons_transient=ons, seed=seeds(0)["lyapunov"])
+    folded = spectrum(w.W, b=w.b + w.U @ x_fix, **kw).values
+    driven = spectrum(w.W, b=w.b, U=w.U, inputs=np.tile(x_fix, (tr + ons + steps, 1)), **kw).values
+    np.testing.assert_array_equal(driven, folded)
+    np.testing.assert_allclose(ds.lambda_before.sel(condition="fixation").values, folded, rtol=1e-12, atol=1e-12)
+    auto = spectrum(w.W, b=w.b, **kw).values
+    np.testing.assert_allclose(ds.lambda_before.sel(condition="autonomous").values, auto, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(folded, auto)  # the fixation input moves the network off x = 0
+
+
+def test_final_test_uses_its_own_fresh_trials():
+    """test_accuracy is the trained network's metric on 2048 trials of the ``test`` stream, which are
+    neither the monitoring batch nor any training batch."""
+    from biorules.rules import get_rule
+    from biorules.tasks import make_task
+
+    models = []
+    ds = train("dms", "bptt", small(), on_update=lambda u, m: models.append(m), **SMALL)
+    task, s = make_task("dms"), seeds(0)
+    test, monitor = task.batch(2048, s["test"]), task.batch(16, s["eval"])
+    assert not np.isin(test.x[:, :, 1:].round(12), monitor.x[:, :, 1:].round(12)).any(axis=(0, 2)).any() or \
+        not any(np.array_equal(test.x[:, i], monitor.x[:, j]) for i in range(64) for j in range(16))
+    with torch.no_grad():
+        y = get_rule("bptt").forward(models[-1], torch.as_tensor(test.x, dtype=torch.float32))
+    assert float(ds.test_accuracy) == pytest.approx(task.accuracy(y, test), abs=0)
+    assert float(ds.test_loss) == pytest.approx(float(task.loss(y, test)), rel=1e-6)
+    assert ds.test_accuracy.attrs["long_name"].startswith("task metric on 2048 fresh test trials")
+
+
+def test_updates_to_criterion_is_the_first_monitoring_point_at_the_criterion():
+    ds = train("dms", "bptt", small(n=24), updates=60, batch=16, eval_every=10, eval_batch=64, n_exponents=1,
+               cosine_every=0, lr=0.01, lyapunov=SMALL["lyapunov"])
+    crit = ds.attrs["criterion"]
+    assert crit == pytest.approx(0.9 * ds.attrs["ceiling"]) and ds.attrs["ceiling"] == 1.0 and ds.attrs["chance"] == 0.5
+    hit = np.flatnonzero(ds.eval_accuracy.values >= crit)
+    expected = float(ds.eval_update[hit[0]]) if hit.size else np.nan
+    np.testing.assert_equal(float(ds.updates_to_criterion), expected)
+    assert float(ds.eval_accuracy_best) == float(ds.eval_accuracy.max())
+    assert float(ds.eval_accuracy_last) == float(ds.eval_accuracy[-1])

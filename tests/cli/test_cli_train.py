@@ -44,7 +44,7 @@ def test_summary_and_json(tmp_path):
     assert res.exit_code == 0 and json.loads(res.output)["rule"] == "eprop-random"
     res = invoke(["train", "--rule", "rflo", "--form", "r", "--n", "16", "--updates", "2", "--batch", "4",
                   "--exponents", "2", "--out", str(tmp_path / "b.zarr")])
-    assert res.exit_code == 0 and "final accuracy" in res.output and "store:" in res.output
+    assert res.exit_code == 0 and "test accuracy" in res.output and "store:" in res.output
 
 
 @pytest.mark.parametrize(
