@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "cli.train:train",
     "floss": "cli.floss:floss",
     "sweep": "cli.sweep:sweep",
+    "report": "cli.report:report",
     "segment": "cli.segment:segment",
 }
 
