@@ -7,6 +7,12 @@ a ``store_version`` attr. ``write_region`` writes a region with ``mode="r+"``, i
 a cell interrupted mid-write still reads as unfinished and is redone. ``finished_cells`` drives
 resume. Region writes leave the consolidated metadata as it was, which stays right: it holds
 metadata only (names, shapes, chunks, attrs), never data, so readers see the new values.
+
+Groups: a data variable whose attrs name a ``store_group`` (:data:`GROUP_ATTR`; the weights of
+:mod:`biorules.weights`) is written into that zarr group instead of the root, by :func:`save`,
+:func:`create` and the region writers alike; the root keeps everything else. ``open_store(path)``
+opens the root as before, ``open_store(path, group="weights")`` a group, and :func:`open_all`
+both as one Dataset (what :func:`save` was given).
 """
 
 from __future__ import annotations
@@ -131,6 +137,27 @@ def status_variable(
     )
 
 
+GROUP_ATTR = "store_group"
+"""Attr of a data variable naming the zarr group it is stored in (absent: the root)."""
+
+
+def split_groups(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
+    """``ds`` as its root part and one Dataset per :data:`GROUP_ATTR` group (coords go where
+    their variables go; a coord that only a group's variables use leaves the root)."""
+    names: dict[str, list[str]] = {}
+    for name, var in ds.data_vars.items():
+        group = var.attrs.get(GROUP_ATTR)
+        if group:
+            names.setdefault(str(group), []).append(name)
+    if not names:
+        return ds, {}
+    grouped = [n for ns in names.values() for n in ns]
+    root = ds.drop_vars(grouped)
+    kept = set(root[list(root.data_vars)].coords) if root.data_vars else set()
+    root = root.drop_vars(list({c for ns in names.values() for c in ds[ns].coords} - kept))
+    return root, {g: ds[ns].drop_attrs(deep=False) for g, ns in names.items()}
+
+
 def _encoding(ds: xr.Dataset, cell_dims: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     enc = {}
     for name, var in ds.data_vars.items():
@@ -138,12 +165,21 @@ def _encoding(ds: xr.Dataset, cell_dims: tuple[str, ...]) -> dict[str, dict[str,
     return enc
 
 
-def _atomic_write(ds: xr.Dataset, path: Path, **kwargs: Any) -> None:
+def _atomic_write(ds: xr.Dataset, path: Path, cell_dims: tuple[str, ...] | None = None) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    root, groups = split_groups(ds)
+    enc = (lambda part: {"encoding": _encoding(part, cell_dims)}) if cell_dims is not None else (lambda part: {})  # noqa: E731
     try:
         with warnings.catch_warnings():  # consolidated metadata is a zarr-v3 extension; we want it
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            ds.to_zarr(tmp, mode="w", consolidated=True, **kwargs)
+            root.to_zarr(tmp, mode="w", consolidated=not groups, **enc(root))
+            if groups:
+                import zarr
+
+                for name, part in groups.items():
+                    part.assign_attrs(store_version=STORE_VERSION).to_zarr(tmp, group=name, mode="w",
+                                                                           consolidated=False, **enc(part))
+                zarr.consolidate_metadata(str(tmp))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -175,7 +211,7 @@ def create(path: str | os.PathLike, template: xr.Dataset, cell_dims: tuple[str, 
         raise InputError(f"{path} already exists; choose another --out or remove it")
     path.parent.mkdir(parents=True, exist_ok=True)
     template = template.assign_attrs(store_version=STORE_VERSION, cell_dims=list(cell_dims))
-    _atomic_write(template, path, encoding=_encoding(template, cell_dims))
+    _atomic_write(template, path, cell_dims)
     return path
 
 
@@ -196,11 +232,12 @@ def _version_error(path: Path, attrs: Mapping[str, Any]) -> InputError:
     )
 
 
-def open_store(path: str | os.PathLike) -> xr.Dataset:
+def open_store(path: str | os.PathLike, group: str | None = None) -> xr.Dataset:
     """Open a store lazily, checking it is one of ours and of the current schema version.
 
     The root attrs are read first, so a foreign or old store is refused (one InputError line)
-    before xarray opens it, and warns about nothing.
+    before xarray opens it, and warns about nothing. ``group`` opens that group (``"weights"``)
+    instead of the root.
     """
     path = Path(path)
     if not path.exists():
@@ -208,12 +245,39 @@ def open_store(path: str | os.PathLike) -> xr.Dataset:
     attrs = _root_attrs(path)
     if attrs is not None and attrs.get("store_version") != STORE_VERSION:
         raise _version_error(path, attrs)
+    if group is not None and not _is_group(path / group):
+        raise InputError(f"{path} has no group {group!r}")
     try:
-        ds = xr.open_zarr(path)
+        ds = xr.open_zarr(path, group=group)
     except Exception as e:  # not a zarr store, or unreadable
         raise InputError(f"{path} is not a readable zarr store ({type(e).__name__})") from None
     if ds.attrs.get("store_version") != STORE_VERSION:
         raise _version_error(path, ds.attrs)
+    return ds
+
+
+def _is_group(path: Path) -> bool:
+    """Whether ``path`` is a zarr group (v3 ``zarr.json`` of node type group, or v2 ``.zgroup``)."""
+    if (path / ".zgroup").is_file():
+        return True
+    try:
+        return json.loads((path / "zarr.json").read_text()).get("node_type") == "group"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def store_groups(path: str | os.PathLike) -> list[str]:
+    """Names of the groups below the root of the store at ``path``."""
+    path = Path(path)
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and _is_group(p)) if path.is_dir() else []
+
+
+def open_all(path: str | os.PathLike) -> xr.Dataset:
+    """The root of a store with every group's variables, lazily: the Dataset :func:`save` was given."""
+    ds = open_store(path)
+    for group in store_groups(path):
+        part = open_store(path, group)
+        ds = ds.assign({name: part[name] for name in part.data_vars})
     return ds
 
 
@@ -245,7 +309,10 @@ def write_region(path: str | os.PathLike, data: xr.Dataset, region: Mapping[str,
     Each of the two writes uses the region's dims it has (a ``split`` status may go with an
     epoch row). The consolidated metadata is left alone: it holds no data, so it stays right.
     """
-    data = data.drop_vars(list(data.coords))
+    data, groups = split_groups(data.drop_vars(list(data.coords)))
+    for group, part in groups.items():  # before the root, so status is still written last
+        part.to_zarr(path, group=group, region={d: s for d, s in region.items() if d in part.dims}, mode="r+",
+                     consolidated=False)
     data_vars = [v for v in data.data_vars if v != "status"]
     for names in (data_vars, ["status"] if "status" in data else []):
         if names:

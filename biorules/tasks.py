@@ -23,6 +23,24 @@ Each ``batch(n_batch, seed)`` draws from ``numpy.random.default_rng(seed)`` only
 A stack of S networks trains on S independent batches joined by :func:`stack_batches`: every
 array gains a member axis after time, x[T, S, B, n_in], and ``loss``/``output_error``/``accuracy``
 normalise each member by its own trials, so member s sees exactly the numbers of its batch alone.
+
+**The task protocol** (:data:`TASK_PROTOCOL`): :func:`biorules.train.train` takes, instead of a
+name, any object with
+
+- ``name`` (str, recorded in the config), ``n_in``, ``n_out``, ``n_steps`` (T), ``dt`` [ms] and
+  ``tau`` [ms] (α = dt/τ; a LIF network steps at the task's dt);
+- ``batch(n_batch, seed) -> TaskBatch``: trials drawn from that seed alone (numpy arrays);
+- ``loss(y, batch)``: differentiable torch ℒ of outputs y[T, B, n_out] (one per member when the
+  batch is stacked); ``partial_loss(y, batch, steps)``: the part of ℒ from ``steps`` (tbptt);
+- ``output_error(y, batch, steps) -> (ℒ part, e)``: e_t = ∂ℒ/∂y_t in closed form (e-prop, RFLO);
+- ``accuracy(y, batch)``: the metric (a float, or one per member);
+- ``chance`` and ``ceiling()``: the metric of guessing and of the best policy on the inputs;
+- ``fixation_input() -> (n_in,)`` and ``probe_inputs(n_steps, seed) -> (n_steps, n_in)``: the
+  inputs of the fixation- and task-conditioned spectra;
+- ``to_attrs() -> dict``: the settings as flat ``task_*`` attrs.
+
+Subclassing :class:`Task` gives all but ``batch``, ``_terms`` (ℓ and ∂ℓ/∂y per step),
+``_accuracy`` and ``oracle``; :func:`from_neurogym` wraps a neurogym environment that way.
 """
 
 from __future__ import annotations
@@ -550,3 +568,122 @@ def make_task(name: str, **options: Any) -> Task:
         return SineGeneration(name=name, n_in=1, n_out=1, n_steps=_steps(duration, dt), **common, **options)
     except TypeError as e:
         raise InputError(f"bad option for task {name}: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# the task protocol, and tasks from elsewhere
+# ------------------------------------------------------------------------------------------------
+
+TASK_PROTOCOL = ("name", "n_in", "n_out", "n_steps", "dt", "tau", "batch", "loss", "partial_loss", "output_error",
+                 "accuracy", "chance", "ceiling", "fixation_input", "probe_inputs", "to_attrs")
+"""What :func:`biorules.train.train` uses of a task object (module docstring)."""
+
+
+def check_task(task: Any) -> None:
+    """Raise InputError (one line) naming what a task object lacks of :data:`TASK_PROTOCOL`."""
+    missing = [m for m in TASK_PROTOCOL if not hasattr(task, m)]
+    if missing:
+        raise InputError(f"{type(task).__name__} is not a task: it lacks {', '.join(missing)} "
+                         "(see the task protocol in biorules.tasks)")
+
+
+@dataclass(frozen=True, eq=False)
+class NeurogymTask(Task):
+    """A neurogym environment's trials as a task: one trial per row, cut or padded to ``n_steps``.
+
+    x is the environment's observation ``ob`` and the label its ground truth ``gt`` (0 = fixate,
+    as in neurogym's classification tasks); steps after a trial ends are zero input, label 0, and
+    outside the loss mask. The loss is the cross-entropy on every step of the trial
+    (``loss_periods="all"``, neurogym's supervised setting) or on its decision steps (gt ≠ 0,
+    ``"decision"``). The metric is the classification tasks' one: logits averaged over the decision
+    steps, argmax over the actions 1..n_out−1, compared with the trial's gt there (trials without a
+    decision step in the window are not counted). ``batch(n, seed)`` reseeds a private copy of the
+    environment from ``seed`` (neurogym draws from its own ``RandomState``), so trials depend on
+    the seed alone. The ceiling is the ground truth's metric (1): no ideal observer is known for a
+    generic environment.
+    """
+
+    env: Any = None
+    env_id: str = ""
+    loss_periods: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.loss_periods not in LOSS_PERIODS:
+            raise InputError(f"loss_periods must be one of {', '.join(LOSS_PERIODS)}, got {self.loss_periods!r}")
+
+    @property
+    def chance(self) -> float:  # type: ignore[override]
+        """Guessing among the n_out − 1 non-fixation actions."""
+        return 1.0 / max(self.n_out - 1, 1)
+
+    def batch(self, n_batch: int, seed: int) -> TaskBatch:
+        _check_batch(n_batch)
+        T, B = self.n_steps, int(n_batch)
+        self.env.seed(int(np.random.SeedSequence(int(seed)).generate_state(1)[0]))
+        x = np.zeros((T, B, self.n_in))
+        labels = np.zeros((T, B), dtype=np.int64)
+        inside = np.zeros((T, B), dtype=bool)
+        for b in range(B):
+            self.env.new_trial()
+            ob, gt = np.asarray(self.env.ob, dtype=np.float64), np.asarray(self.env.gt)
+            n = min(len(ob), T)
+            x[:n, b], labels[:n, b], inside[:n, b] = ob[:n].reshape(n, -1), gt[:n], True
+        dec = inside & (labels != 0)
+        first = np.where(dec.any(0), dec.argmax(0), 0)
+        choice = np.where(dec.any(0), labels[first, np.arange(B)], 0)
+        mask = (inside if self.loss_periods == "all" else dec).astype(np.float64)
+        return TaskBatch(x, labels, mask, dec, {"choice": choice})
+
+    def _terms(self, y: Any, target: Any) -> tuple[Any, Any]:
+        return ClassificationTask._terms(self, y, target)
+
+    def _accuracy(self, y: Any, batch: TaskBatch) -> float:
+        y = _as_numpy(y)
+        dec = batch.decision.astype(np.float64)
+        scored = dec.sum(axis=0) > 0
+        if not scored.any():
+            return float("nan")
+        mean = (y * dec[..., None]).sum(axis=0)[scored] / dec.sum(axis=0)[scored, None]
+        pick = 1 + np.argmax(mean[:, 1:], axis=1)
+        return float(np.mean(pick == batch.trials["choice"][scored]))
+
+    def oracle(self, batch: TaskBatch) -> np.ndarray:
+        """Logits 10 on the ground-truth action of every step."""
+        y = np.zeros((*batch.target.shape, self.n_out))
+        np.put_along_axis(y, batch.target[..., None], 10.0, axis=-1)
+        return y
+
+    def ceiling(self, n_trials: int = 256, seed: int = 0) -> float:
+        """The ground truth's metric on ``n_trials`` trials (1 when every trial has a decision step)."""
+        return super().ceiling(n_trials, seed)
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {"task_name": self.name, "task_env": self.env_id, "task_n_in": self.n_in, "task_n_out": self.n_out,
+                "task_n_steps": self.n_steps, "task_dt": self.dt, "task_tau": self.tau,
+                "task_loss_periods": self.loss_periods}
+
+
+def from_neurogym(env: Any, seq_len: int, *, tau: float = 100.0, loss_periods: str = "all") -> NeurogymTask:
+    """A task (:class:`NeurogymTask`) from a neurogym environment, ``seq_len`` steps per trial.
+
+    ``env``: a neurogym ``TrialEnv`` (or a gymnasium wrapper of one, e.g. ``neurogym.make(...)``)
+    with a discrete action space; its ``dt`` [ms] is the task's, ``tau`` [ms] the network's time
+    constant (α = dt/τ). The environment is copied, so the caller's is never reseeded. neurogym is
+    an optional extra (``pip install biorules[neurogym]``): it pins older gymnasium and numpy.
+    """
+    import copy
+
+    inner = getattr(env, "unwrapped", env)
+    for attr in ("new_trial", "seed", "dt", "observation_space", "action_space"):
+        if not hasattr(inner, attr):
+            raise InputError(f"{type(env).__name__} is not a neurogym trial environment (it has no {attr})")
+    if not hasattr(inner.action_space, "n"):
+        raise InputError("from_neurogym needs a discrete action space (classification by ground-truth action)")
+    if int(seq_len) < 1:
+        raise InputError(f"seq_len must be a positive number of steps, got {seq_len}")
+    spec = getattr(env, "spec", None) or getattr(inner, "spec", None)
+    env_id = str(getattr(spec, "id", "") or type(inner).__name__)
+    n_in = int(np.prod(inner.observation_space.shape))
+    return NeurogymTask(name=f"neurogym:{env_id}", n_in=n_in, n_out=int(inner.action_space.n), n_steps=int(seq_len),
+                        dt=float(inner.dt), tau=float(tau), env=copy.deepcopy(inner), env_id=env_id,
+                        loss_periods=loss_periods)

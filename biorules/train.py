@@ -21,7 +21,14 @@ clipping). Recorded:
 - ``status`` (CF flags of :data:`biorules.store.STATUS`): ``done``, or ``diverged`` when a loss,
   gradient or weight becomes NaN/inf; the run then stops and its curves are NaN-padded, never an
   exception;
-- ``wall_time`` [s].
+- ``wall_time`` [s];
+- the parameters before the first update and after the last: ``W``, ``U``, ``b``, ``V``, ``c``
+  (stage, ...) in the network's dtype (:mod:`biorules.weights`; a store keeps them in its
+  ``weights`` group).
+
+**Any task.** ``task`` is a name of :data:`biorules.tasks.TASKS` or an object with the task
+protocol (see :mod:`biorules.tasks`, e.g. :func:`biorules.tasks.from_neurogym`); the config records
+its name.
 
 **Stacks.** With ``gains`` and ``seeds`` (one of each per member) the config trains a stack of S
 networks in one tensor program: every variable gains a leading ``member`` dimension (coords
@@ -40,7 +47,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -51,6 +60,7 @@ import xarray as xr
 from biorules.errors import InputError
 from biorules.network import NetworkParams
 from biorules.tasks import TASKS, make_task
+from biorules.weights import network_weights, weights_dataset
 
 MODELS = ("rate", "lif")
 OPTIMIZERS = ("adam", "sgd")
@@ -109,8 +119,9 @@ def check_choice(task: str, rule: str, model: str = "rate") -> None:
 class TrainConfig:
     """Every option of a training run, with its default; serialised once into the Dataset attrs."""
 
-    task: str = "2af"
-    """Task name (:data:`biorules.tasks.TASKS`)."""
+    task: Any = "2af"
+    """Task name (:data:`biorules.tasks.TASKS`), or a task object with the protocol of
+    :mod:`biorules.tasks` (then ``task_options`` must be empty)."""
     rule: str = "eprop"
     """Rule name, defined for ``model`` (:func:`biorules.rules.rules_for`)."""
     model: str = "rate"
@@ -167,7 +178,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise InputError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        check_choice(self.task, self.rule, self.model)
+        if isinstance(self.task, str):
+            check_choice(self.task, self.rule, self.model)
+        else:
+            from biorules.rules import check_rule
+            from biorules.tasks import check_task
+
+            check_task(self.task)
+            check_rule(self.rule, self.model)
+            if any(v is not None for v in self.task_options.values()):
+                raise InputError("task_options apply to named tasks only; build the task object with them")
         if int(self.updates) < 1:
             raise InputError(f"updates must be a positive number, got {self.updates}")
         if int(self.batch) < 1 or int(self.eval_batch) < 1 or int(self.eval_every) < 1 or int(self.cosine_every) < 0:
@@ -193,6 +213,11 @@ class TrainConfig:
             raise InputError("flossing is defined for rate networks only; use --model rate")
 
     @property
+    def task_name(self) -> str:
+        """The task's name (a task object's ``name``)."""
+        return self.task if isinstance(self.task, str) else str(getattr(self.task, "name", type(self.task).__name__))
+
+    @property
     def stacked(self) -> bool:
         """Whether this config trains a stack (``gains``/``seeds`` given)."""
         return bool(self.gains)
@@ -209,7 +234,8 @@ class TrainConfig:
                 return [plain(x) for x in v]
             return v
 
-        return json.dumps({f.name: plain(getattr(self, f.name)) for f in fields(self)}, sort_keys=True)
+        value = lambda name: self.task_name if name == "task" else getattr(self, name)  # noqa: E731
+        return json.dumps({f.name: plain(value(f.name)) for f in fields(self)}, sort_keys=True)
 
 
 def _kind(model: str):
@@ -319,7 +345,7 @@ class _Run:
         if hasattr(params_cls, "dt"):  # the LIF step is the task's dt
             lif_dt = cfg.network.dt if isinstance(cfg.network, params_cls) else params_cls.dt
             task_options.setdefault("dt", lif_dt)
-        self.task = make_task(cfg.task, **task_options)
+        self.task = make_task(cfg.task, **task_options) if isinstance(cfg.task, str) else cfg.task
         master = cfg.seeds if cfg.stacked else (cfg.seed,)
         self.streams = [seeds(s) for s in master]
         gains = cfg.gains if cfg.stacked else (None,)
@@ -398,6 +424,7 @@ class _Run:
 
         cfg, net, task, S = self.cfg, self.net, self.task, self.S
         W0, U0 = net.W.detach().clone(), net.U.detach().clone()
+        initial = network_weights(net)
         lam_before, sem_before = self._spectra()
         opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
         opt = opt_cls(net.parameters(), lr=cfg.lr, **({"betas": (0.9, 0.999)} if cfg.optimizer == "adam" else {}))
@@ -427,7 +454,7 @@ class _Run:
                 status[s], message[s] = "diverged", why
             alive[:] &= ~bad
 
-        bar = tqdm(total=n_up, disable=not self.progress, desc=f"{cfg.task} {cfg.rule}", unit="update", leave=False)
+        bar = tqdm(total=n_up, disable=not self.progress, desc=f"{cfg.task_name} {cfg.rule}", unit="update", leave=False)
         try:
             for u in range(n_up):
                 if u in eval_at:
@@ -499,6 +526,7 @@ class _Run:
         change = lambda a, b: np.atleast_1d(((a - b).flatten(-2).norm(dim=-1) / b.flatten(-2).norm(dim=-1)).double().cpu().numpy())  # noqa: E731
         weight_change = np.where(done, change(W, W0), np.nan)
         input_change = np.where(done, change(U, U0), np.nan)
+        final = network_weights(net)
         wall = time.perf_counter() - self.t0
         return self._dataset(locals())
 
@@ -510,7 +538,7 @@ class _Run:
         cfg, S = self.cfg, self.S
         lead = ("member",) if cfg.stacked else ()
         take = (lambda a: a) if cfg.stacked else (lambda a: a[0])
-        metric = "R^2" if cfg.task == "sine" else "fraction correct"
+        metric = "R^2" if cfg.task_name == "sine" else "fraction correct"
         status = status_variable(lead, (S,) if cfg.stacked else ())
         status.values[...] = take(np.array([STATUS[s] for s in r["status"]], dtype=np.int8))
         status.attrs["long_name"] = "run status"
@@ -562,7 +590,7 @@ class _Run:
                 seed=("member", np.asarray(cfg.seeds, np.int64), {"long_name": "master seed"}),
             )
         params = self.members[0]
-        plain = {"task": cfg.task, "rule": cfg.rule, "model": cfg.model, "optimizer": cfg.optimizer,
+        plain = {"task": cfg.task_name, "rule": cfg.rule, "model": cfg.model, "optimizer": cfg.optimizer,
                  "lr": float(cfg.lr), "batch": int(cfg.batch), "updates": int(cfg.updates), "seed": int(cfg.seed),
                  "n_exponents": self.k, "eval_every": int(cfg.eval_every), "eval_batch": int(cfg.eval_batch), "test_batch": int(cfg.test_batch),
                  "cosine_every": int(cfg.cosine_every), "enforce_dale": int(cfg.enforce_dale), "dtype": cfg.dtype,
@@ -584,6 +612,7 @@ class _Run:
                 f"member {s}: {m}" for s, m in enumerate(r["message"]) if m),
             **provenance_attrs(),
         })
+        ds = ds.assign(weights_dataset(r["initial"], r["final"], params).data_vars)
         if self.hook is not None:
             fl = self.hook.to_dataset(params.alpha, stacked=cfg.stacked)
             ds = ds.assign(fl.data_vars)
@@ -603,3 +632,16 @@ def _attr(v: Any) -> Any:
     if isinstance(v, (int, float, str, np.integer, np.floating)):
         return v
     return str(v)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``biorules.train(...)`` is :func:`train`, and its result records the
+    call as its ``command`` attr (:func:`biorules.record_call`)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> xr.Dataset:
+        from biorules import call_text, record_call
+
+        return record_call(train(*args, **kwargs), call_text("biorules.train", args, kwargs))
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,6 +1,7 @@
 """Flossing of untrained networks and the alignment of the plausible flossing gradients (spec §5).
 
-``floss_untrained`` floss a freshly built network and measures its spectrum before and after;
+``floss_untrained`` floss a freshly built network and measures its spectrum before and after
+(its weights before and after, ``W`` ... ``c`` with a ``stage`` dim, go to a store's ``weights`` group);
 ``gradient_alignment`` compares each plausible mode's ∇W with the exact one on the same windows.
 """
 
@@ -21,7 +22,7 @@ def floss_untrained(params: Any, cfg: FlossConfig, steps: int, *, measure_steps:
 
     λ is measured by the numba QR estimator (autonomous, with the network's bias), per τ, for the
     flossed number of exponents; ``measure_steps`` is its T_acc (default 400 τ). Returns a Dataset
-    with dims ``step`` and ``exponent``.
+    with dims ``step`` and ``exponent``, and the weights before and after (``stage``).
     """
     import time
 
@@ -31,6 +32,7 @@ def floss_untrained(params: Any, cfg: FlossConfig, steps: int, *, measure_steps:
     from biorules.network import RateRNN
     from biorules.provenance import provenance_attrs
     from biorules.store import STATUS
+    from biorules.weights import network_weights, weights_dataset
 
     if steps < 1:
         raise InputError(f"the number of flossing steps must be positive, got {steps}")
@@ -45,6 +47,7 @@ def floss_untrained(params: Any, cfg: FlossConfig, steps: int, *, measure_steps:
                         seed=params.seed)
 
     W0 = model.W.detach().clone()
+    initial = network_weights(model)
     before = measure()
     results = flosser.run(steps, progress=progress)
     after = measure()
@@ -55,7 +58,7 @@ def floss_untrained(params: Any, cfg: FlossConfig, steps: int, *, measure_steps:
         lam_hat[i] = r.lam.cpu().numpy() / params.alpha
     finite = bool(np.isfinite(loss).all() and np.isfinite(after.values).all())
     per_tau = {"units": "1/tau"}
-    return xr.Dataset(
+    ds = xr.Dataset(
         {
             "lambda_before": ("exponent", before.values, {**per_tau, "long_name": "Lyapunov exponent before flossing"}),
             "lambda_after": ("exponent", after.values, {**per_tau, "long_name": "Lyapunov exponent after flossing"}),
@@ -75,6 +78,7 @@ def floss_untrained(params: Any, cfg: FlossConfig, steps: int, *, measure_steps:
                **flosser.cfg.to_attrs(), "target_per_tau": flosser.cfg.target / params.alpha,
                **provenance_attrs()},
     )
+    return ds.assign(weights_dataset(initial, network_weights(model), params).data_vars)
 
 
 def gradient_alignment(gain: float, seeds: Any = (0, 1, 2), *, n: int = 32, task: str = "2af", batch: int = 8,

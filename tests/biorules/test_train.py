@@ -23,7 +23,8 @@ def small(n: int = 16, **kw) -> NetworkParams:
 
 def test_dataset_layout_units_and_attrs():
     ds = train("2af", "eprop", small(), **SMALL)
-    assert dict(ds.sizes) == {"update": 4, "eval_update": 3, "exponent": 3, "cosine_update": 2, "condition": 3}
+    assert dict(ds.sizes) == {"update": 4, "eval_update": 3, "exponent": 3, "cosine_update": 2, "condition": 3,
+                              "stage": 2, "post": 16, "pre": 16, "input": 3, "output": 3}  # + the weights
     assert list(ds.condition.values) == ["autonomous", "fixation", "task"]
     for name in ("loss", "accuracy", "eval_loss", "eval_accuracy", "lambda_before", "lambda_after",
                  "weight_change", "input_weight_change", "grad_cosine", "final_loss", "final_accuracy", "status", "wall_time",
@@ -111,7 +112,8 @@ def test_sparse_and_dale_constraints_hold():
 def test_store_round_trip(tmp_path):
     ds = train("2af", "eprop", small(), **SMALL)
     path = store.save(ds, tmp_path / "run.zarr")
-    xr.testing.assert_identical(ds.assign_attrs(store_version=store.STORE_VERSION), xr.open_zarr(path).load())
+    xr.testing.assert_identical(ds.assign_attrs(store_version=store.STORE_VERSION), store.open_all(path).load())
+    assert "W" not in xr.open_zarr(path) and "W" in xr.open_zarr(path, group="weights")  # weights in their group
 
 
 def test_bad_input():
