@@ -14,6 +14,7 @@ COMMANDS = {
     "lyapunov": "cli.lyapunov:lyapunov",
     "train": "cli.train:train",
     "floss": "cli.floss:floss",
+    "export": "cli.export:export",
     "sweep": "cli.sweep:sweep",
     "report": "cli.report:report",
     "segment": "cli.segment:segment",
