@@ -36,6 +36,7 @@ from biorules.errors import InputError
 from biorules.lyapunov import lyapunov_window, qr_step, tangent_map
 
 MODES = ("exact", "local", "eprop")
+SIDES = ("both", "below", "above")
 FLOSSED = ("W", "U", "b")
 """Parameters flossing may change; the readout is excluded in every mode."""
 
@@ -70,8 +71,14 @@ class FlossConfig:
     at 3e-4 they settle within 1e-3 of the target (measurements in the flossing benchmark notes)."""
     seed: int = 0
     """Seed of initial states and Q_0 (s_ons); Q_0 is the same at every call."""
+    side: str = "both"
+    """Which exponents are pulled toward λ*: ``both``; ``below`` only those under it (raise a
+    stable network's λ, leave a chaotic one alone); ``above`` only those over it. One-sided
+    flossing weights each term of ℒ_f by 1[λ̂_i < λ*] (or >)."""
 
     def __post_init__(self) -> None:
+        if self.side not in SIDES:
+            raise InputError(f"flossing side must be one of {', '.join(SIDES)}, got {self.side!r}")
         if self.mode not in MODES:
             raise InputError(f"unknown flossing mode {self.mode!r}; choose one of {', '.join(MODES)}")
         for name in ("transient", "window", "batch", "n_exponents"):
@@ -149,15 +156,25 @@ def _check_inputs(model: Any, inputs: torch.Tensor | None, cfg: FlossConfig) -> 
                          f"{(*lead, model.U.shape[-1])}, got {tuple(inputs.shape)}")
 
 
-def _loss(lam: torch.Tensor, target: float) -> torch.Tensor:
-    """ℒ_f = (1/k) Σ_i (λ̂_i − λ*)², per member of a stack."""
-    return ((lam - target) ** 2).mean(-1)
+def _side(lam: torch.Tensor, cfg: FlossConfig) -> torch.Tensor:
+    """The weights w_i of ℒ_f's terms: 1, 1[λ̂_i < λ*] or 1[λ̂_i > λ*] (no gradient through them)."""
+    lam = lam.detach()
+    if cfg.side == "below":
+        return (lam < cfg.target).to(lam.dtype)
+    if cfg.side == "above":
+        return (lam > cfg.target).to(lam.dtype)
+    return torch.ones_like(lam)
+
+
+def _loss(lam: torch.Tensor, cfg: FlossConfig) -> torch.Tensor:
+    """ℒ_f = (1/k) Σ_i w_i (λ̂_i − λ*)², per member of a stack (w_i = 1 unless one-sided)."""
+    return (_side(lam, cfg) * (lam - cfg.target) ** 2).mean(-1)
 
 
 def _exact(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
     params = [getattr(model, p) for p in FLOSSED]
     lam = lyapunov_window(model, a0, q0, cfg.transient, cfg.window, inputs)
-    loss = _loss(lam, cfg.target)
+    loss = _loss(lam, cfg)
     grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
     grads = {p: torch.zeros_like(getattr(model, p)) if g is None else g for p, g in zip(FLOSSED, grads, strict=True)}
     return FlossResult(grads, lam.detach(), loss.detach())
@@ -246,14 +263,14 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
             eps_1 = (1 - alpha) * eps_1 + alpha
         state = model.step(state, x)
     lam = logs / (B * T)
-    coef = (2.0 / k) * (lam - cfg.target) * alpha / (B * T)  # ∂ℒ_f/∂λ̂_i times the 1/(BT) mean
+    coef = (2.0 / k) * _side(lam, cfg) * (lam - cfg.target) * alpha / (B * T)  # ∂ℒ_f/∂λ̂_i × the 1/(BT) mean
     gW = torch.einsum("...i,...inm->...nm", coef, E_loc.flush())
     gU, gb = torch.zeros_like(model.U), torch.zeros_like(model.b)
     if eprop:
         gW = gW + torch.einsum("...i,...inm->...nm", coef, E_w.flush())
         gU = torch.einsum("...i,...inm->...nm", coef, E_u.flush())
         gb = torch.einsum("...i,...in->...n", coef, E_b)
-    return FlossResult({"W": gW, "U": gU, "b": gb}, lam, _loss(lam, cfg.target))
+    return FlossResult({"W": gW, "U": gU, "b": gb}, lam, _loss(lam, cfg))
 
 
 # --------------------------------------------------------------------------------------------

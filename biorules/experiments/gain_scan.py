@@ -78,7 +78,7 @@ def template(config: LyapunovScanConfig) -> xr.Dataset:
         },
         coords={
             "gain": ("gain", gains, {"units": "1", "long_name": "initial gain g (std of W·sqrt(N))"}),
-            "seed": ("seed", seeds, {"long_name": "network seed"}),
+            "seed": ("seed", seeds, {"long_name": "master seed (W from its network stream, as in train and sweep)"}),
             "exponent": ("exponent", np.arange(1, k + 1), {"long_name": "exponent index (1 = largest)"}),
         },
         attrs={"title": "Lyapunov spectra over initial gain", "config": config.to_json(), **provenance_attrs()},
@@ -88,9 +88,12 @@ def template(config: LyapunovScanConfig) -> xr.Dataset:
 
 def measure_cell(config: LyapunovScanConfig, gain: float, seed: int) -> xr.Dataset:
     """Spectrum of one network W(gain, seed), as the cell's variables (no gain/seed dims)."""
+    from biorules.train import seeds
+
     t0 = time.perf_counter()
-    params = replace(config.network, gain=float(gain), seed=int(seed))
-    lam = spectrum_of(params, n_exponents=config.n_exponents, steps=config.steps,
+    streams = seeds(int(seed))  # the master seed means the same W here as in train and sweep
+    params = replace(config.network, gain=float(gain), seed=streams["network"])
+    lam = spectrum_of(params, n_exponents=config.n_exponents, steps=config.steps, seed=streams["lyapunov"],
                       transient=config.transient, qr_interval=config.qr_interval, unit="tau")
     ok = lam.attrs["status"] == "ok"
     return xr.Dataset(

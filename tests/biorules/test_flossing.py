@@ -202,3 +202,26 @@ def test_hook_floses_around_training_and_spares_the_readout():
     ds = hook.to_dataset(alpha=0.2)
     assert ds.sizes["floss_step"] == 5 and ds.attrs["floss_driven"] == 1
     torch.testing.assert_close(model.V, V0, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["exact", "local", "eprop"])
+def test_one_sided_flossing_moves_only_exponents_on_its_side(mode):
+    """side="below" weights ℒ_f's terms by 1[λ̂_i < λ*]: a target under every λ̂ gives zero loss and
+    gradient, a target above every λ̂ gives exactly the two-sided numbers ("above" mirrors it)."""
+    model = RateRNN(NetworkParams(n=10, gain=0.8, seed=3), dtype=torch.float64)
+    base = dict(mode=mode, n_exponents=2, window=12, transient=4, batch=2, relax=3)
+    both = floss_gradients(model, FlossConfig(**base, target=0.5))  # every λ̂ < 0.5
+    below = floss_gradients(model, FlossConfig(**base, target=0.5, side="below"))
+    above = floss_gradients(model, FlossConfig(**base, target=0.5, side="above"))
+    assert (both.lam < 0.5).all()
+    for p in ("W", "U", "b"):
+        torch.testing.assert_close(below.grads[p], both.grads[p], rtol=0, atol=0)
+        assert float(above.grads[p].abs().max()) == 0.0
+    assert float(below.loss) == float(both.loss) > 0 and float(above.loss) == 0.0
+    low = floss_gradients(model, FlossConfig(**base, target=-5.0, side="below"))  # every λ̂ > −5
+    assert float(low.loss) == 0.0 and all(float(g.abs().max()) == 0.0 for g in low.grads.values())
+
+
+def test_unknown_side_is_refused():
+    with pytest.raises(InputError, match="side"):
+        FlossConfig(side="sideways")

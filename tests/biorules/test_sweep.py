@@ -14,7 +14,7 @@ from biorules.experiments.sweep import SweepConfig, run
 
 def tiny(**kw):
     base = dict(gains=(0.5, 1.5), rules=("eprop",), floss=("none",), seeds=(0, 1), n=6, updates=3, batch=4,
-                eval_every=2, eval_batch=8, n_exponents=1)
+                eval_every=2, eval_batch=8, test_batch=16, n_exponents=1, tasks=("2af",), cosine_every=2)
     base.update(kw)
     return SweepConfig(**base)
 
@@ -25,13 +25,17 @@ def _numbers(ds):
 
 def test_schema_and_values(tmp_path):
     ds = run(tiny(), tmp_path / "s.zarr", workers=1)
-    assert dict(ds.sizes) == {"gain": 2, "rule": 1, "floss": 1, "seed": 2, "update": 3, "eval_update": 3,
-                              "exponent": 1}
-    assert ds.loss.dims == ("gain", "rule", "floss", "seed", "update")
-    assert (ds.status == store.STATUS["done"]).all() and np.isfinite(ds.final_accuracy).all()
+    assert dict(ds.sizes) == {"task": 1, "gain": 2, "rule": 1, "floss": 1, "seed": 2, "update": 3, "eval_update": 3,
+                              "exponent": 1, "condition": 3, "cosine_update": 2}
+    assert ds.loss.dims == ("task", "gain", "rule", "floss", "seed", "update")
+    assert ds.lambda_before.dims == ("task", "gain", "rule", "floss", "seed", "condition", "exponent")
+    assert (ds.status == store.STATUS["done"]).all() and np.isfinite(ds.test_accuracy).all()
+    assert np.isfinite(ds.lambda_after_sem).all() and np.isfinite(ds.grad_cosine).all()
     assert ds.lambda_before.attrs["units"] == "1/tau"
-    # "before" depends only on (gain, seed): identical across rules is the spec's sanity check
-    assert float(ds.lambda_before.sel(gain=0.5, seed=0).squeeze()) < 0
+    assert ds.attrs["chance"] == 0.5 and float(ds.ceiling.sel(task="2af")) == ds.attrs["ceiling"]
+    assert float(ds.criterion.squeeze()) == pytest.approx(0.9 * ds.attrs["ceiling"])
+    # at g = 0.5 the network decays to its fixed point, autonomous or at the fixation input
+    assert (ds.lambda_before.sel(gain=0.5, seed=0).squeeze() < 0).all()
 
 
 def test_interrupted_sweep_resumes_to_the_uninterrupted_result(tmp_path):
@@ -71,7 +75,8 @@ def test_another_configuration_is_refused(tmp_path):
         run(tiny(gains=(1.0,), seeds=(0,), updates=4), tmp_path / "s.zarr", workers=1)
 
 
-@pytest.mark.parametrize("kw", [dict(rules=("nope",)), dict(floss=("magic",)), dict(n_exponents=7), dict(task="x")])
+@pytest.mark.parametrize("kw", [dict(rules=("nope",)), dict(floss=("magic",)), dict(n_exponents=7), dict(tasks=("x",)),
+                                dict(conditions=("driven",)), dict(gains=(1.0, 1.0)), dict(floss_options={"nope": 1})])
 def test_bad_config(kw):
     with pytest.raises(InputError):
         tiny(**kw)
@@ -100,15 +105,41 @@ def test_plan_groups_cells_that_can_share_a_stack():
     from biorules.experiments.sweep import plan
 
     cfg = tiny(rules=("eprop", "bptt"), floss=("none", "local"), gains=(0.5, 1.0, 1.5))
-    cells = [(g, r, f, s) for g in range(3) for r in range(2) for f in range(2) for s in range(2)]
+    cells = [(0, g, r, f, s) for g in range(3) for r in range(2) for f in range(2) for s in range(2)]
     jobs = plan(cfg, cells, workers=2)
-    assert sorted(j.key for j in jobs) == [("bptt", "local"), ("bptt", "none"), ("eprop", "local"), ("eprop", "none")]
+    assert sorted(j.key[1:] for j in jobs) == [("bptt", "local"), ("bptt", "none"), ("eprop", "local"), ("eprop", "none")]
     assert all(len(j.cells) == 6 for j in jobs)  # whole groups: 4 groups already keep 2 workers busy
     assert sorted(c for j in jobs for c in j.cells) == sorted(cells)
     assert max(len(j.cells) for j in plan(cfg, cells, stack=4)) == 4
-    one_group = plan(tiny(gains=(0.5, 1.0, 1.5)), [(g, 0, 0, s) for g in range(3) for s in range(2)], workers=2)
+    one_group = plan(tiny(gains=(0.5, 1.0, 1.5)), [(0, g, 0, 0, s) for g in range(3) for s in range(2)], workers=2)
     assert [len(j.cells) for j in one_group] == [3, 3]
     big = dict(n=200, gains=(0.5, 1.0, 1.5), rules=("eprop", "bptt"), floss=("none", "local"))
     # on the CPU a stack of N = 200 networks does not pay; a GPU takes whole groups
     assert {len(j.cells) for j in plan(tiny(**big), cells, workers=2)} == {1}
     assert {len(j.cells) for j in plan(tiny(**big, device="cuda"), cells, workers=2)} == {6}
+
+
+def test_a_master_seed_means_the_same_network_in_lyapunov_train_and_sweep(monkeypatch):
+    """`biorules lyapunov` (the gain scan), `train` and `sweep` build the same W for (gain, seed)."""
+    from biorules.experiments import gain_scan
+    from biorules.network import NetworkParams, recurrent_weights
+    from biorules.train import train
+
+    built = []
+    real = gain_scan.spectrum_of
+    monkeypatch.setattr(gain_scan, "spectrum_of", lambda p, **kw: built.append((p, kw["seed"])) or real(p, **kw))
+    gain_scan.measure_cell(gain_scan.LyapunovScanConfig(gains=(2.0,), network=NetworkParams(n=12), n_exponents=1, steps=20,
+                                                        transient=5), 2.0, 3)
+    models = []
+    train("dms", "bptt", NetworkParams(n=12, gain=2.0), seed=3, updates=1, batch=2, eval_batch=4, test_batch=4,
+          n_exponents=0, cosine_every=0, on_update=lambda u, m: models.append(m.W.detach().clone()))
+    stack = []
+    train("dms", "bptt", NetworkParams(n=12), gains=(0.5, 2.0), seeds=(0, 3), updates=1, batch=2, eval_batch=4,
+          test_batch=4, n_exponents=0, cosine_every=0, on_update=lambda u, m: stack.append(m.W.detach().clone()))
+    (params, lyap_seed), = built
+    W_scan = recurrent_weights(params)[0]
+    np.testing.assert_array_equal(models[0].numpy(), W_scan.astype(np.float32))
+    np.testing.assert_array_equal(stack[0][1].numpy(), W_scan.astype(np.float32))
+    from biorules.train import seeds
+
+    assert params.seed == seeds(3)["network"] and lyap_seed == seeds(3)["lyapunov"]
