@@ -80,6 +80,9 @@ class SweepConfig:
     """Torch device the stacks train on (``cpu``, ``cuda``)."""
     dtype: str = "float32"
     """Training precision (``float32`` or ``float64``)."""
+    save_weights: bool = False
+    """Keep every cell's initial and final W, U, b, V, c in the store's ``weights`` group
+    (:mod:`biorules.weights`; :func:`weights_per_cell` bytes per cell, before compression)."""
 
     def __post_init__(self) -> None:
         from biorules.network import NetworkParams
@@ -144,6 +147,23 @@ def preset(name: str, **overrides) -> SweepConfig:
     return SweepConfig(**{**PRESETS[name], **overrides})
 
 
+def _sizes(config: SweepConfig) -> tuple[int, int]:
+    """The largest n_in and n_out over the grid's tasks (weights of smaller tasks are NaN-padded)."""
+    from biorules.tasks import make_task
+
+    tasks = [make_task(t) for t in config.tasks]
+    return max(t.n_in for t in tasks), max(t.n_out for t in tasks)
+
+
+def weights_per_cell(config: SweepConfig) -> int:
+    """Bytes of one cell's saved weights (both stages, uncompressed): 2 (N² + N n_in + N + n_out N + n_out)
+    values of ``config.dtype`` (float32: 134 kB at N = 128 and 3 inputs/outputs)."""
+    from biorules.weights import weights_nbytes
+
+    n_in, n_out = _sizes(config)
+    return weights_nbytes(config.n, n_in, n_out, config.dtype)
+
+
 def _eval_updates(config: SweepConfig) -> list[int]:
     return list(range(0, config.updates, config.eval_every)) + [config.updates]
 
@@ -204,6 +224,18 @@ def template(config: SweepConfig) -> xr.Dataset:
         "condition": ("condition", np.array(config.conditions, dtype=object), {"long_name": CONDITION_LONG_NAME}),
         "exponent": ("exponent", np.arange(1, k + 1), {"long_name": "exponent index (1 = largest)"}),
     }
+    if config.save_weights:
+        from biorules.network import NetworkParams
+        from biorules.weights import weights_template
+
+        n_in, n_out = _sizes(config)
+        params = NetworkParams(n=config.n, alpha=config.alpha, nonlinearity=config.nonlinearity, init=config.init,
+                               n_in=n_in, n_out=n_out)
+        cells = {"task": list(config.tasks), "gain": list(config.gains), "rule": list(config.rules),
+                 "floss": list(config.floss), "seed": list(config.seeds)}
+        weights = weights_template(params, cells, dtype=config.dtype)
+        data.update({k: weights[k].variable for k in weights.data_vars})
+        coords["stage"] = weights.coords["stage"].variable
     attrs = {"title": f"gain study: {', '.join(config.tasks)}", "config": config.to_json()}
     if len(config.tasks) == 1:
         attrs.update(chance=limits[0][0], ceiling=limits[0][1], criterion=CRITERION * limits[0][1])
@@ -243,9 +275,19 @@ def run_stack(config: SweepConfig, job: Job) -> list[xr.Dataset]:
         return [cell] * len(job.cells)
     wall = (time.perf_counter() - t0) / len(job.cells)
     keep = [*CURVES, *EVAL_CURVES, *SPECTRA, "grad_cosine", *SCALARS, "status"]
+    if config.save_weights:
+        from biorules.weights import DIMS
+
+        keep += list(DIMS)
+        n_in, n_out = _sizes(config)
+        pad = {"input": n_in, "output": n_out}
     cells = []
     for ds in members:
         cell = ds[keep].drop_vars(list(ds[keep].coords))
+        if config.save_weights:  # tasks with fewer inputs/outputs than the grid's widest are NaN-padded
+            cell = xr.Dataset({k: cell[k].pad({d: (0, pad[d] - cell.sizes[d]) for d in cell[k].dims if d in pad},
+                                              constant_values=np.nan) if k in DIMS else cell[k]
+                               for k in cell.data_vars})
         cell["status"] = ((), np.int8(int(ds.status)))
         cell["wall_time"] = ((), wall)
         cells.append(cell)

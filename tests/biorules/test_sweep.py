@@ -143,3 +143,22 @@ def test_a_master_seed_means_the_same_network_in_lyapunov_train_and_sweep(monkey
     from biorules.train import seeds
 
     assert params.seed == seeds(3)["network"] and lyap_seed == seeds(3)["lyapunov"]
+
+
+def test_saved_weights_reload_as_the_trained_network(tmp_path):
+    """--save-weights keeps each cell's initial and final parameters (NaN-padded to the widest task);
+    load_network gives back exactly the network the cell trained."""
+    import biorules
+    from biorules.network import NetworkParams
+    from biorules.train import train
+
+    cfg = tiny(tasks=("2af", "cxt"), gains=(1.5,), seeds=(1,), save_weights=True)
+    ds = run(cfg, tmp_path / "w.zarr", workers=1, stack=1)
+    assert (ds.status == store.STATUS["done"]).all()
+    weights = xr.open_zarr(tmp_path / "w.zarr", group="weights")
+    assert weights.U.sizes["input"] == 7 and np.isnan(weights.U.sel(task="2af").values[..., 3:]).all()
+    net = biorules.load_network(tmp_path / "w.zarr", task="2af", gain=1.5, rule="eprop", floss="none", seed=1)
+    alone = train("2af", "eprop", NetworkParams(n=6, gain=1.5), seed=1, updates=3, batch=4, eval_every=2, eval_batch=8,
+                  test_batch=16, n_exponents=1, cosine_every=2)
+    np.testing.assert_array_equal(net.W.detach().numpy(), alone.W.sel(stage="final").values)
+    np.testing.assert_array_equal(net.U.detach().numpy(), alone.U.sel(stage="final").values)
