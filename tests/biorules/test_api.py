@@ -1,5 +1,6 @@
 """The notebook API: lazy top-level names, ``biorules.train`` as module and function, in-memory
-sweeps and scans equal to the stored ones, and the Python call recorded as the store's command."""
+sweeps and scans equal to the stored ones, the Python call recorded as the store's command, and
+``segment.train`` / ``segment.predict``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def test_import_is_cheap_and_names_resolve_lazily(tmp_path):
     lines = res.stdout.split("\n")
     assert lines[0] == "False False"
     assert lines[1] == "True True biorules.store biorules.weights True True"
+    code = "import sys, segment\nprint('torch' in sys.modules, callable(segment.train), callable(segment.predict))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.stdout.strip() == "False True True", res.stderr
 
 
 def test_train_called_from_python_records_the_call():
@@ -54,3 +58,18 @@ def test_in_memory_scan_equals_the_stored_one(tmp_path):
     stored = biorules.lyapunov_scan(out=tmp_path / "l.zarr", **options)
     xr.testing.assert_identical(_numbers(in_memory), _numbers(stored))
     assert (in_memory.lambda_max.sel(gain=0.5) < 0).all()
+
+
+def test_segment_train_and_predict_from_python(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import segment
+
+    out = tmp_path / "demo.zarr"
+    ds = segment.train(model="rwkv_unet_test", size=32, epochs=1, batch=6, device="cpu", out=out)
+    assert int(ds["status"][0]) == 1 and ds.attrs["command"].startswith("segment.train(out=")
+    (tmp_path / "in").mkdir()
+    Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)).save(tmp_path / "in" / "a.png")
+    files = segment.predict(tmp_path / "demo.ckpt" / "split0_best.pt", tmp_path / "in", tmp_path / "pred", device="cpu")
+    assert sorted(p.name for p in files) == ["a_mask.png", "a_overlay.png"]
