@@ -22,7 +22,7 @@ and seed are its coords instead); for LIF also its reset: ``reset = "subtract"``
 after a spike), ``v_reset = 0``, ``v_leak = 0``.
 
 Size: 2 (N² + N n_in + N + n_out N + n_out) values per network, 4 bytes each in float32
-(:func:`weights_nbytes`): 36.4 kB for N = 64 and a 3-input, 3-output task, 320 kB for N = 200,
+(:func:`weights_nbytes`): 36.4 kB for N = 64 and a 3-input, 3-output task, 331 kB for N = 200,
 before compression (zarr's default compressor saves little on trained weights).
 
 :func:`load_network` turns a store (or a Dataset) back into a network ready to run or to measure;
