@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=1000)
     ap.add_argument("--gains", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--rules", default="bptt,eprop,rflo", help="comma list (spec §6 has bptt,eprop,eprop-random,rflo)")
+    ap.add_argument("--rules", default="bptt,eprop,rflo", help="comma list (docs/study.md has bptt,eprop,eprop-random,rflo)")
     ap.add_argument("--floss", default="none,eprop", help="comma list of flossing modes")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--device", default="cpu")

@@ -1,4 +1,4 @@
-"""Nonlinearities φ with their first and second derivatives (spec §1, "Nonlinearities").
+"""Nonlinearities φ with their first and second derivatives (docs/model.md, "Nonlinearities").
 
 | name     | φ              | φ'                  | φ''                         |
 |----------|----------------|---------------------|-----------------------------|

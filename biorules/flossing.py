@@ -1,4 +1,4 @@
-"""Gradient flossing: drive the top Lyapunov exponents toward a target λ*, spec §5.
+"""Gradient flossing: drive the top Lyapunov exponents toward a target λ*, docs/flossing.md.
 
 Flossing loss over the k largest per-step exponents of a finite window,
 
@@ -40,14 +40,14 @@ SIDES = ("both", "below", "above")
 FLOSSED = ("W", "U", "b")
 """Parameters flossing may change; the readout is excluded in every mode."""
 
-# per-mode window defaults (spec §5): exact follows Engelken's 16 + 39 steps at batch 1; local and
-# eprop use the reference-behaviour setup of spec §5 test 4 (T_tr = 50, T = 150, batch 4)
+# per-mode window defaults (docs/flossing.md): exact follows Engelken's 16 + 39 steps at batch 1; local and
+# eprop use the reference-behaviour setup of docs/flossing.md test 4 (T_tr = 50, T = 150, batch 4)
 _WINDOWS = {"exact": (16, 39, 1), "local": (50, 150, 4), "eprop": (50, 150, 4)}
 
 
 @dataclass(frozen=True)
 class FlossConfig:
-    """One flossing setup (spec §5). Exponents and the target are per step."""
+    """One flossing setup (docs/flossing.md). Exponents and the target are per step."""
 
     mode: str = "local"
     """``exact``, ``local`` or ``eprop``."""
@@ -348,7 +348,7 @@ def task_stream(task: Any, steps: int, batch: int, seed: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class FlossSchedule:
-    """When to floss around training (Engelken's E_p, E_i, E_f, N_i; spec §5, "Schedule")."""
+    """When to floss around training (Engelken's E_p, E_i, E_f, N_i; docs/flossing.md, "Schedule")."""
 
     pre: int = 50
     """E_p flossing steps before the first training update."""

@@ -1,4 +1,4 @@
-"""Lyapunov spectrum of the a-form rate network by the QR (Benettin) method, spec §4.
+"""Lyapunov spectrum of the a-form rate network by the QR (Benettin) method, docs/lyapunov.md.
 
 The tangent map of a_{t+1} = (1−α)a_t + α(W φ(a_t) + U x_{t+1} + b) is
 
@@ -434,7 +434,7 @@ def spectrum(
     backend: str = "numba",
     device: str = "cpu",
 ) -> xr.DataArray:
-    """Lyapunov spectrum λ_1 ≥ … ≥ λ_k of the a-form map with recurrent weights ``W`` (spec §4).
+    """Lyapunov spectrum λ_1 ≥ … ≥ λ_k of the a-form map with recurrent weights ``W`` (docs/lyapunov.md).
 
     Parameters
     ----------
@@ -653,7 +653,7 @@ def derived_quantities(lam: np.ndarray, complete: bool) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# differentiable window estimate (gradient flossing, spec §5)
+# differentiable window estimate (gradient flossing, docs/flossing.md)
 # --------------------------------------------------------------------------------------------
 
 
@@ -677,7 +677,7 @@ def qr_step(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def lyapunov_window(model: Any, a0: torch.Tensor, q0: torch.Tensor, transient: int, window: int,
                     inputs: torch.Tensor | None = None) -> torch.Tensor:
-    """Differentiable finite-window estimate λ̂ (k,) per step, (S, k) for a stack (spec §5):
+    """Differentiable finite-window estimate λ̂ (k,) per step, (S, k) for a stack (docs/flossing.md):
 
         D_t Q_t = Q_{t+1} R_t,   λ̂_i = (1/(B T)) Σ_b Σ_{t ≥ T_tr} ln|R_{t,ii}|,
 

@@ -1,4 +1,4 @@
-"""Leaky rate RNN (spec §1): parameters, gain-controlled initial connectivity, one pure step.
+"""Leaky rate RNN (docs/model.md): parameters, gain-controlled initial connectivity, one pure step.
 
 a-form (default):
 
@@ -38,7 +38,7 @@ INITS = ("gaussian", "orthogonal", "sparse", "dale")
 
 @dataclass(frozen=True)
 class NetworkParams:
-    """Rate network configuration (spec §1). Units in brackets are the xarray ``units`` attrs."""
+    """Rate network configuration (docs/model.md). Units in brackets are the xarray ``units`` attrs."""
 
     n: int = 200
     """N, number of recurrent units [1]."""
@@ -130,7 +130,7 @@ def _dale(z: np.ndarray, g: float) -> np.ndarray:
 
 
 def build_weights(params: NetworkParams) -> RateWeights:
-    """Seeded W, U, b, V, c of a network (spec §1, "Initial connectivity", "Other parameters")."""
+    """Seeded W, U, b, V, c of a network (docs/model.md, "Initial connectivity", "Other parameters")."""
     W, mask = recurrent_weights(params)
     _, rng_u, rng_v, _ = _streams(params.seed)
     U = rng_u.standard_normal((params.n, params.n_in)) / math.sqrt(max(params.n_in, 1))
@@ -236,7 +236,7 @@ def rate_step(
 def rate_step_r(
     state: RateState, x: Any, W: Any, U: Any, b: Any, alpha: float, phi: Callable[[Any], Any]
 ) -> RateState:
-    """One r-form step (spec §1), u_t = W h_{t−1} + U x_t + b, h_t = (1−α)h_{t−1} + αφ(u_t).
+    """One r-form step (docs/model.md), u_t = W h_{t−1} + U x_t + b, h_t = (1−α)h_{t−1} + αφ(u_t).
 
     The state's ``a`` field holds u_t; numpy or torch, batched like :func:`rate_step`.
     """

@@ -1,4 +1,4 @@
-"""Recurrent LIF network on norse's dynamics (spec §1, "Spiking variant (LIF, norse dynamics)").
+"""Recurrent LIF network on norse's dynamics (docs/model.md, "Spiking variant (LIF, norse dynamics)").
 
 Box cell (default; norse ``LIFBox`` with ``reset_subtract``), α_m = dt/τ_m:
 
@@ -25,10 +25,10 @@ How norse is used. The subthreshold integration is norse's ``li_box_feed_forward
 ``reset_subtract``; together they are norse's ``lif_box_feed_forward_step`` with two changes that
 norse's step cannot express: (1) the reset receives sg(z), as in norse's own ``lif_step`` (its
 ``LIFBox`` passes the undetached z to ``reset_method``); (2) the threshold sees (ṽ − v_th)/v_th, so
-that norse's ``triangle`` surrogate, γ max(0, 1 − |x|), becomes the spec's triangle for any v_th.
+that norse's ``triangle`` surrogate, γ max(0, 1 − |x|), becomes the documented triangle for any v_th.
 norse 1.1.0's ``SuperSpike.backward`` ignores its ``alpha`` argument (it returns 1/(|x| + 1)²),
 so ``superspike`` with β uses the small :class:`_SuperSpike` function below. The current-based
-cell follows the spec's ordering (the membrane sees i_{t−1}); norse's ``lif_step`` adds this step's
+cell follows the documented ordering (the membrane sees i_{t−1}); norse's ``lif_step`` adds this step's
 input to the current before the membrane update, so here the membrane is norse's box integrator
 driven by the synaptic current i_{t−1}.
 """
@@ -60,7 +60,7 @@ CELLS = ("box", "current")
 
 @dataclass(frozen=True)
 class LIFParams:
-    """LIF network configuration (spec §1). Units in brackets are the xarray ``units`` attrs.
+    """LIF network configuration (docs/model.md). Units in brackets are the xarray ``units`` attrs.
 
     Voltages are in units of the threshold scale, with v_leak = v_reset = 0 and no refractoriness.
     """
@@ -149,7 +149,7 @@ class LIFWeights(NamedTuple):
 
 
 def build_lif_weights(params: LIFParams) -> LIFWeights:
-    """Seeded W, U, b, V, c with the spec's gain scaling (§1, "Gain").
+    """Seeded W, U, b, V, c with the documented gain scaling (docs/model.md, "Gain").
 
     W = (v_th/α_m)·g·Z/√N, U = (v_th/α_m)·Z/√n_in, V ~ N(0, 1/N), b = c = 0. W, U and V come from
     independent streams spawned from ``params.seed`` (the same streams, in the same order, as the
@@ -180,7 +180,7 @@ class LIFState(NamedTuple):
 
 
 def pseudo_derivative(v_pre: torch.Tensor, params: LIFParams) -> torch.Tensor:
-    """ψ_t = ∂z_t/∂ṽ_t (spec §1): the same function the surrogate gradient of :func:`spike` uses."""
+    """ψ_t = ∂z_t/∂ṽ_t (docs/model.md): the same function the surrogate gradient of :func:`spike` uses."""
     x = v_pre - params.v_th
     if params.surrogate == "triangle":
         return (params.gamma / params.v_th) * torch.relu(1.0 - x.abs() / params.v_th)
@@ -212,7 +212,7 @@ def spike(v_pre: torch.Tensor, params: LIFParams) -> torch.Tensor:
 def lif_step(
     state: LIFState, x: torch.Tensor | None, W: torch.Tensor, U: torch.Tensor, b: torch.Tensor, params: LIFParams
 ) -> LIFState:
-    """One step of the LIF network and its readout filter (module docstring; spec §1). Pure, batched.
+    """One step of the LIF network and its readout filter (module docstring; docs/model.md). Pure, batched.
 
     ``x`` (..., n_in) may be None (no input). Returns the new state; the caller reads z_t and r_t.
     """

@@ -1,4 +1,4 @@
-"""Seeded, batched trial generators (spec §2): ``2af``, ``dms``, ``cxt``, ``xor`` and ``sine``.
+"""Seeded, batched trial generators (docs/tasks.md): ``2af``, ``dms``, ``cxt``, ``xor`` and ``sine``.
 
 Every task gives inputs x[T, B, n_in] (float64), a target and a loss mask m[T, B]:
 
@@ -151,7 +151,7 @@ class Task:
         return target, mask
 
     def loss(self, y: Any, batch: TaskBatch) -> Any:
-        """The task loss ℒ of outputs y (T, B, n_out), a differentiable torch scalar (spec §2)."""
+        """The task loss ℒ of outputs y (T, B, n_out), a differentiable torch scalar (docs/tasks.md)."""
         return self.partial_loss(y, batch)
 
     def partial_loss(self, y: Any, batch: TaskBatch, steps: slice = slice(None)) -> Any:
@@ -336,7 +336,7 @@ class ClassificationTask(Task):
 
 @dataclass(frozen=True)
 class TwoAFC(ClassificationTask):
-    """``2af``: evidence 0.5 ± c/200 for choice k ∈ {1, 2}, c ∈ ``coherences`` [%] (spec §2)."""
+    """``2af``: evidence 0.5 ± c/200 for choice k ∈ {1, 2}, c ∈ ``coherences`` [%] (docs/tasks.md)."""
 
     coherences: tuple[float, ...] = (0.0, 6.4, 12.8, 25.6, 51.2)
 
@@ -431,7 +431,7 @@ class ContextDecision(ClassificationTask):
 
 @dataclass(frozen=True)
 class DelayedXor(Task):
-    """``xor`` (Engelken 2023): y*_t = s_{t−d} ⊕ s_{t−2d}, BCE with logits on t ≥ 2d (spec §2)."""
+    """``xor`` (Engelken 2023): y*_t = s_{t−d} ⊕ s_{t−2d}, BCE with logits on t ≥ 2d (docs/tasks.md)."""
 
     delay: int = 10
     """d [steps]."""
@@ -475,7 +475,7 @@ class DelayedXor(Task):
 
 @dataclass(frozen=True)
 class SineGeneration(Task):
-    """``sine``: after a unit pulse of ``pulse`` ms, produce A sin(2π f t dt) (spec §2)."""
+    """``sine``: after a unit pulse of ``pulse`` ms, produce A sin(2π f t dt) (docs/tasks.md)."""
 
     frequency: float = 1.0
     """f [Hz]."""
@@ -540,7 +540,7 @@ def make_task(name: str, **options: Any) -> Task:
     """The task ``name`` (one of :data:`TASKS`) with ``options`` (None values mean the default).
 
     Common: ``dt`` [ms, 20], ``tau`` [ms, 100]. Classification: ``sigma`` [1], ``loss_periods``
-    (``decision`` | ``all``), ``timing`` {period: ms} overriding the spec §2 durations,
+    (``decision`` | ``all``), ``timing`` {period: ms} overriding the docs/tasks.md durations,
     ``coherences`` [%] (2af, cxt). xor: ``delay`` [steps, 10], ``n_steps`` [300]. sine:
     ``frequency`` [Hz], ``amplitude``, ``pulse`` [ms], ``duration`` [ms, 2000].
     """

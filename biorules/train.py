@@ -1,4 +1,4 @@
-"""Train a network, or a stack of them, on one task with one learning rule (spec §3, §6).
+"""Train a network, or a stack of them, on one task with one learning rule (docs/rules.md, docs/study.md).
 
 Per update u = 0..n−1: ``on_update(u, model)`` (optional hook, e.g. flossing steps before the
 update), draw a training batch, let the rule compute gradients (summed over the trial, averaged

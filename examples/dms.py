@@ -1,4 +1,4 @@
-"""Delayed match-to-sample (``dms``, spec §2) learned by BPTT and by e-prop, with ``biorules.train``.
+"""Delayed match-to-sample (``dms``, docs/tasks.md) learned by BPTT and by e-prop, with ``biorules.train``.
 
 At each initial gain the same network (same master seed, so the same W₀ and the same λ before
 training) is trained by each rule; the script prints the held-out accuracy along training and a

@@ -1,4 +1,4 @@
-"""Flossing rescues plausible learning at a sub-optimal initial gain (issue 4, spec §5-6).
+"""Flossing rescues plausible learning at a sub-optimal initial gain (issue 4, docs/flossing.md, docs/study.md).
 
 Delayed match-to-sample (``dms``) at g = 0.5 and g = 2.0, rules bptt, eprop and rflo, each without
 flossing and with e-prop flossing (``--floss eprop``: the plausible variant, λ* = 0, the default

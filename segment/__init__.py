@@ -1,4 +1,4 @@
-"""RWKV-UNet medical image segmentation (spec ``rwkv-unet.md``): model, Bi-WKV, data, training.
+"""RWKV-UNet medical image segmentation (docs/rwkv-unet.md): model, Bi-WKV, data, training.
 
 From Python (torch is imported on first use)::
 

@@ -1,11 +1,11 @@
-"""Fused Triton kernels for Bi-WKV (spec ``rwkv-unet.md`` §5.2c). Importing needs Triton.
+"""Fused Triton kernels for Bi-WKV (docs/rwkv-unet.md). Importing needs Triton.
 
 T is cut into chunks of BT tokens; every (batch element, block of BC channels, chunk) is one
 program. Three launches per pass: chunk summaries (tile reductions), the per-channel carries
 across chunks (each thread walks its channel through the chunk summaries, one program per batch
 element, channel block and direction), then the outputs, where each thread walks its channel
 through the chunk token by token, right to left from one carry and left to right from the other.
-The log-space state is that of §5.2d, in base 2. There is no compile-time T.
+The log-space state is that of docs/rwkv-unet.md, in base 2. There is no compile-time T.
 
 A segment of tokens is summarised, as seen from its last token, by
 (a, b, o, d): Σ 2^{k_i − dist_i·w − o} (v_i, 1) (k and w in base 2), the offset o and its
@@ -17,7 +17,7 @@ is the join with n = 1 (``_absorb_fwd``).
 Forward: the left state (tokens i < t), the right state (i > t) and token t (q = u + k_t) give
 y_t and log₂ Z_t, both kept for the backward pass.
 
-Backward (§5.1, with h_t = g_t/Z_t): the same two passes over keys −log₂ Z_t and values g_t and
+Backward (docs/rwkv-unet.md, with h_t = g_t/Z_t): the same two passes over keys −log₂ Z_t and values g_t and
 g_t·y_t, plus first distance moments (m ← 2^{d₂}(m₁ + n₂ a₁) + m₂; one token: m ← 2^{−w}(m + a)),
 give
 ∂v_i = Σ_t P_{t,i} g_t, ∂k_i = v_i ∂v_i − Σ_t P_{t,i} g_t y_t,

@@ -1,6 +1,6 @@
-"""Building blocks of RWKV-UNet (spec ``rwkv-unet.md`` §3, §4, §6, §7).
+"""Building blocks of RWKV-UNet (docs/rwkv-unet.md).
 
-Attribute names follow the official module tree (§9: ``conv.conv``, ``conv.norm``,
+Attribute names follow the official module tree (docs/rwkv-unet.md: ``conv.conv``, ``conv.norm``,
 ``conv_local``, ``se.conv_reduce``, ``proj.conv``, ``ln1``, ``att.*``, ``ccm.*``,
 ``decoder*.{conv,conv_local,proj}``), so official state dicts load by filtering, not renaming.
 Only modules that run are built. Every block passes (h, w) explicitly: any H×W, no square
@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from segment.dwconv import depthwise_conv2d
 from segment.wkv import bi_wkv
 
-BN_EPS = 1e-6  # every BatchNorm (§2)
-LN2D_EPS = 1e-6  # LayerNorm2d (§2)
-TOKEN_LN_EPS = 1e-5  # post-norm, key norms, CCM (§2)
+BN_EPS = 1e-6  # every BatchNorm (docs/rwkv-unet.md)
+LN2D_EPS = 1e-6  # LayerNorm2d (docs/rwkv-unet.md)
+TOKEN_LN_EPS = 1e-5  # post-norm, key norms, CCM (docs/rwkv-unet.md)
 
 
 class DropPath(nn.Module):
@@ -40,7 +40,7 @@ class DropPath(nn.Module):
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over channels at every pixel of (B, C, H, W); inner module named ``norm`` (§2)."""
+    """LayerNorm over channels at every pixel of (B, C, H, W); inner module named ``norm`` (docs/rwkv-unet.md)."""
 
     def __init__(self, dim: int, eps: float = LN2D_EPS) -> None:
         super().__init__()
@@ -86,7 +86,7 @@ class ConvNormAct(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """SE: x·sigmoid(W₂ act(W₁ mean_hw(x) + b₁) + b₂), both 1×1 convs with bias (§3, stem only)."""
+    """SE: x·sigmoid(W₂ act(W₁ mean_hw(x) + b₁) + b₂), both 1×1 convs with bias (docs/rwkv-unet.md, stem only)."""
 
     def __init__(self, dim: int, rd_ratio: float = 1.0, act_layer: type[nn.Module] = nn.SiLU) -> None:
         super().__init__()
@@ -101,7 +101,7 @@ class SqueezeExcite(nn.Module):
 
 
 def quad_shift(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Shift channel quarters of tokens (B, h·w, C) by one pixel: right, left, down, up (§4.1).
+    """Shift channel quarters of tokens (B, h·w, C) by one pixel: right, left, down, up (docs/rwkv-unet.md).
 
     q = ⌊C/4⌋; [0,q): out[:, j] = in[:, j−1]; [q,2q): out[:, j] = in[:, j+1];
     [2q,3q): out[i] = in[i−1]; [3q,4q): out[i] = in[i+1]; the rest unchanged; vacated pixels 0.
@@ -120,7 +120,7 @@ def quad_shift(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 class SpatialMix(nn.Module):
-    """Vision-RWKV spatial mix with key norm (§4).
+    """Vision-RWKV spatial mix with key norm (docs/rwkv-unet.md).
 
     xs = quad_shift(x); x_k = μ_k⊙x + (1−μ_k)⊙xs (likewise v, r); k = W_k x_k, v = W_v x_v,
     s_r = σ(W_r x_r); z = BiWKV(w/T, u/T, k, v); out = W_o(s_r ⊙ LN(z)).
@@ -155,7 +155,7 @@ class SpatialMix(nn.Module):
 
 
 class ChannelMix(nn.Module):
-    """Vision-RWKV channel mix, hidden rate 2, with key norm (§6.4).
+    """Vision-RWKV channel mix, hidden rate 2, with key norm (docs/rwkv-unet.md).
 
     κ = LN_{2n}(ReLU(W_k x_k)²); out = σ(W_r x_r) ⊙ W_v κ; x_k, x_r from the quad shift, μ = 0.5.
     """
@@ -179,7 +179,7 @@ class ChannelMix(nn.Module):
 
 
 class IRBlock(nn.Module):
-    """Inverted-residual block, optionally with a spatial mix: IR-RWKV / GLSP (§3).
+    """Inverted-residual block, optionally with a spatial mix: IR-RWKV / GLSP (docs/rwkv-unet.md).
 
     s = x; x = Norm(x); x = ReLU(BN(Conv1×1(x))); [RWKV: x = x + DropPath(LN(SpatialMix(x)))];
     y = SiLU(BN(DWConv(x))); [stem: y = SE(y)]; x = x + y if residual else y;
@@ -238,7 +238,7 @@ class IRBlock(nn.Module):
 
 
 class CCM(nn.Module):
-    """Cross-Channel Mix of the skips [e3, e2, e1] on e1's grid (§6).
+    """Cross-Channel Mix of the skips [e3, e2, e1] on e1's grid (docs/rwkv-unet.md).
 
     z = concat_i Conv1×1_i(resize(e_i)); z = z + DropPath(LN(ChannelMix(z)));
     ê_i = resize_back(Conv1×1'_i(chunk_i(z))).
@@ -275,7 +275,7 @@ class CCM(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """Decoder block (§7): 1×1 BN ReLU → DW 9×9 BN SiLU → 1×1 to dim_out BN ReLU → bilinear ×2."""
+    """Decoder block (docs/rwkv-unet.md): 1×1 BN ReLU → DW 9×9 BN SiLU → 1×1 to dim_out BN ReLU → bilinear ×2."""
 
     def __init__(self, dim_in: int, dim_out: int, dw_kernel: int = 9) -> None:
         super().__init__()

@@ -1,5 +1,5 @@
 """Depthwise K×K convolution, 'same' padding, stride 1 or 2: the ``conv_local`` of every block
-(spec ``rwkv-unet.md`` §3: 5×5 in the encoder; §7: 9×9 in the decoder).
+(docs/rwkv-unet.md: 5×5 in the encoder; docs/rwkv-unet.md: 9×9 in the decoder).
 
 y[b, c, h, x] = Σ_{i,j} x[b, c, h·s − p + i, x·s − p + j] · w[c, i, j], p = K // 2, no bias: the
 reference is ``F.conv2d(..., groups=C)``.

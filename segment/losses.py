@@ -1,4 +1,4 @@
-"""CE/BCE + soft Dice loss (spec §11).
+"""CE/BCE + soft Dice loss (docs/rwkv-unet.md).
 
 Binary (one logit, p = sigmoid): L = w_ce·BCE + w_dice·(1 − (2Σpg + ε)/(Σp² + Σg² + ε)).
 Multi-class (K logits, p = softmax): L = w_ce·CE + w_dice·mean_k (1 − (2Σ p_k g_k + ε)/(Σp_k² + Σg_k² + ε)),

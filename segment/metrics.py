@@ -1,4 +1,4 @@
-"""Segmentation metrics (spec §12): Dice, IoU, HD95 (medpy-compatible) and the GlaS object metrics.
+"""Segmentation metrics (docs/rwkv-unet.md): Dice, IoU, HD95 (medpy-compatible) and the GlaS object metrics.
 
 Pixel metrics, for boolean masks A (prediction) and G (ground truth) of any dimension:
 

@@ -1,6 +1,6 @@
-"""RWKV-UNet (B, S, T): IR-RWKV encoder, Cross-Channel Mix skips, decoder, head (spec §1–§8).
+"""RWKV-UNet (B, S, T): IR-RWKV encoder, Cross-Channel Mix skips, decoder, head (docs/rwkv-unet.md).
 
-Data flow (§1): stem (H) → e1 (H/2) → e2 (H/4) → e3 (H/8, RWKV) → e4 (H/16, RWKV);
+Data flow (docs/rwkv-unet.md): stem (H) → e1 (H/2) → e2 (H/4) → e3 (H/8, RWKV) → e4 (H/16, RWKV);
 [ê3, ê2, ê1] = CCM(e3, e2, e1); d3 = Up1(e4); d2 = Up2([d3, ê3]); d1 = Up3([d2, ê2]);
 d0 = Up4([d1, ê1]); logits = Conv1×1(d0). Inputs whose sides are not multiples of 16 are
 zero-padded bottom/right and the logits cropped back.
@@ -25,7 +25,7 @@ from segment.wkv import BACKENDS
 
 @dataclass(frozen=True)
 class Variant:
-    """Architecture numbers of one variant (§2). Widths in channels, ratios dimensionless."""
+    """Architecture numbers of one variant (docs/rwkv-unet.md). Widths in channels, ratios dimensionless."""
 
     depths: tuple[int, int, int, int]
     widths: tuple[int, int, int, int]
@@ -47,12 +47,12 @@ VARIANTS: dict[str, Variant] = {
     ),
 }
 
-#: official checkpoint file of each variant's encoder (§9)
+#: official checkpoint file of each variant's encoder (docs/rwkv-unet.md)
 OFFICIAL_ENCODER_FILES = {"rwkv_unet": "net_B.pth", "rwkv_unet_s": "net_S.pth", "rwkv_unet_t": "net_T.pth"}
 
 
 class RWKVUNetEncoder(nn.Module):
-    """Stem + four stages of IR / IR-RWKV blocks, named ``stage0`` .. ``stage4`` (§2, §3).
+    """Stem + four stages of IR / IR-RWKV blocks, named ``stage0`` .. ``stage4`` (docs/rwkv-unet.md).
 
     Stage s (1-based) block j: first block stride 2, ratio 2·e_s, no residual, no RWKV; others
     stride 1, ratio e_s, residual, RWKV in stages 3–4. Norm: BN in stages 1–2, LN2d in 3–4.
@@ -116,7 +116,7 @@ class RWKVUNetEncoder(nn.Module):
 
 
 def _init_encoder(m: nn.Module) -> None:
-    """Encoder init (§2): Linear trunc-normal std 0.02, zero bias; norms weight 1, bias 0."""
+    """Encoder init (docs/rwkv-unet.md): Linear trunc-normal std 0.02, zero bias; norms weight 1, bias 0."""
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
@@ -127,7 +127,7 @@ def _init_encoder(m: nn.Module) -> None:
 
 
 class RWKVUNet(nn.Module):
-    """RWKV-UNet segmentation network (§1). Input (B, in_channels, H, W) → logits (B, K, H, W)."""
+    """RWKV-UNet segmentation network (docs/rwkv-unet.md). Input (B, in_channels, H, W) → logits (B, K, H, W)."""
 
     def __init__(
         self,
@@ -218,7 +218,7 @@ def create_model(
 ) -> RWKVUNet:
     """Build variant ``name`` (``rwkv_unet``, ``rwkv_unet_s``, ``rwkv_unet_t``, ``rwkv_unet_test``).
 
-    Defaults: in_channels 3, num_classes 1 (binary, sigmoid; §7), wkv and dwconv "auto" (fused
+    Defaults: in_channels 3, num_classes 1 (binary, sigmoid; docs/rwkv-unet.md), wkv and dwconv "auto" (fused
     Triton kernels on CUDA, for the depthwise convs only the 9×9 ones; plain torch elsewhere).
     ``overrides`` set fields of the variant (e.g. ``drop_path_rate``); ``None`` values are ignored.
     """

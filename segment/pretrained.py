@@ -1,4 +1,4 @@
-"""Official ImageNet encoders (``net_B.pth``, ``net_S.pth``, ``net_T.pth``) onto ours (spec §9).
+"""Official ImageNet encoders (``net_B.pth``, ``net_S.pth``, ``net_T.pth``) onto ours (docs/rwkv-unet.md).
 
 Our encoder keeps the official attribute names (``stage{0..4}.{j}.conv.conv.weight``,
 ``...conv_local.norm.running_mean``, ``...att.spatial_decay``, ``...norm.norm.weight`` for LN2d,
@@ -34,7 +34,7 @@ _BLOCK_PART = re.compile(r"^stage(\d+)\.(\d+)\.(ln1|att)\.")
 
 
 def _unused_official_key(model: RWKVUNet, key: str) -> bool:
-    """True for keys the official model builds but never runs (§9 loader step 3)."""
+    """True for keys the official model builds but never runs (docs/rwkv-unet.md loader step 3)."""
     if _ALWAYS_UNUSED.match(key):
         return True
     m = _BLOCK_PART.match(key)

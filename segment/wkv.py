@@ -1,4 +1,4 @@
-"""Bi-WKV: bidirectional linear attention of Vision-RWKV (spec ``rwkv-unet.md`` §5).
+"""Bi-WKV: bidirectional linear attention of Vision-RWKV (docs/rwkv-unet.md).
 
 Per batch element and channel, with w and u already divided by T::
 
@@ -10,12 +10,12 @@ i.e. a per-channel softmax attention ``y_t = Σ_i P_{t,i} v_i`` with logits
 
 Backends (``bi_wkv(..., backend=name)``):
 
-- ``dense``: the O(T²C) softmax form, the oracle (§5.2a).
+- ``dense``: the O(T²C) softmax form, the oracle (docs/rwkv-unet.md).
 - ``scan``: O(T·C) exclusive prefix/suffix sums in plain torch with max-shifted exponents,
-  chunked so that every exponent stays within ±20 (+ the k range) for any w (§5.2b).
+  chunked so that every exponent stays within ±20 (+ the k range) for any w (docs/rwkv-unet.md).
 - ``recurrent``: two token-by-token scans carrying a per-channel state (a, b, o): numerator,
-  denominator, running log-offset (§5.2d). ``step`` and ``combine`` are public.
-- ``triton``: fused forward and backward kernels (§5.2c), in ``segment._wkv_triton``; needs
+  denominator, running log-offset (docs/rwkv-unet.md). ``step`` and ``combine`` are public.
+- ``triton``: fused forward and backward kernels (docs/rwkv-unet.md), in ``segment._wkv_triton``; needs
   CUDA and Triton, else unavailable.
 
 ``auto`` picks ``triton`` for CUDA tensors when Triton imports, else ``scan``. fp16/bf16 inputs
@@ -34,7 +34,7 @@ from segment.backends import resolve, triton_kernels_available
 
 BACKENDS = ("auto", "dense", "scan", "recurrent", "triton")
 
-#: largest |w|·L allowed inside one chunk of the ``scan`` backend (§5.2b: L·max|w'| ≤ 20)
+#: largest |w|·L allowed inside one chunk of the ``scan`` backend (docs/rwkv-unet.md: L·max|w'| ≤ 20)
 CHUNK_DECAY = 20.0
 
 
@@ -51,7 +51,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 def bi_wkv(
     w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "auto"
 ) -> torch.Tensor:
-    """Bi-WKV of keys ``k`` and values ``v`` (B, T, C) with per-channel w, u (C,) (§5.1).
+    """Bi-WKV of keys ``k`` and values ``v`` (B, T, C) with per-channel w, u (C,) (docs/rwkv-unet.md).
 
     ``w`` and ``u`` are already divided by T. Returns y of shape (B, T, C) in the dtype of ``v``;
     half-precision inputs are computed in fp32. Differentiable in all four inputs.
@@ -84,11 +84,11 @@ def bi_wkv(
 
 
 # ---------------------------------------------------------------------------------------------
-# dense oracle (§5.2a)
+# dense oracle (docs/rwkv-unet.md)
 
 
 def wkv_dense(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """O(T²C) oracle: softmax over i of s_{t,i} = k_i − (|t−i|−1)w, s_{t,t} = u + k_t (§5.1)."""
+    """O(T²C) oracle: softmax over i of s_{t,i} = k_i − (|t−i|−1)w, s_{t,t} = u + k_t (docs/rwkv-unet.md)."""
     B, T, C = k.shape
     pos = torch.arange(T, device=k.device, dtype=k.dtype)
     dist = (pos[:, None] - pos[None, :]).abs() - 1.0  # (T, T)
@@ -103,7 +103,7 @@ def wkv_dense(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------
-# linear-time scan (§5.2b)
+# linear-time scan (docs/rwkv-unet.md)
 
 
 def _excl_cumsum(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -126,7 +126,7 @@ def _chunk_len(w: torch.Tensor, T: int) -> int:
 
 
 def wkv_scan(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """O(T·C) Bi-WKV from exclusive prefix and suffix sums (§5.2b), exact for any w.
+    """O(T·C) Bi-WKV from exclusive prefix and suffix sums (docs/rwkv-unet.md), exact for any w.
 
     Inside a chunk of L tokens (L·|w| ≤ 20, L = T when possible), with m the chunk max of k
     (detached; softmax is shift-invariant), α_p = e^{k_p−m+p·w}, β_p = e^{k_p−m−p·w}::
@@ -134,7 +134,7 @@ def wkv_scan(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor)
         num_t = e^{−(p−1)w} Σ_{q<p} α_q v_q + e^{(p+1)w} Σ_{q>p} β_q v_q + e^{u+k_t−m} v_t
 
     and likewise the denominator with v = 1. Chunks exchange (numerator, denominator, log-offset)
-    summaries through the log-space recurrence of §5.2d, so no exponent exceeds the chunk bound.
+    summaries through the log-space recurrence of docs/rwkv-unet.md, so no exponent exceeds the chunk bound.
     """
     B, T, C = k.shape
     L = _chunk_len(w, T)
@@ -232,7 +232,7 @@ def wkv_scan(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor)
 
 
 # ---------------------------------------------------------------------------------------------
-# recurrent state (§5.2d)
+# recurrent state (docs/rwkv-unet.md)
 
 
 class WKVState(NamedTuple):
@@ -264,7 +264,7 @@ def _exp_shifted(x: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
 
 
 def step(state: WKVState, k_t: torch.Tensor, v_t: torch.Tensor, w: torch.Tensor) -> WKVState:
-    """Absorb token t (§5.2d): o* = max(o − w, k_t), a ← e^{o−w−o*} a + e^{k_t−o*} v_t, b likewise."""
+    """Absorb token t (docs/rwkv-unet.md): o* = max(o − w, k_t), a ← e^{o−w−o*} a + e^{k_t−o*} v_t, b likewise."""
     a, b, o = state
     w_o = o - w.detach().double()
     o_new = torch.maximum(w_o, k_t.detach().double())
@@ -274,7 +274,7 @@ def step(state: WKVState, k_t: torch.Tensor, v_t: torch.Tensor, w: torch.Tensor)
 
 
 def combine(L: WKVState, R: WKVState, k_t: torch.Tensor, v_t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Output at t from the left state (i < t), the right state (i > t) and token t (§5.2d).
+    """Output at t from the left state (i < t), the right state (i > t) and token t (docs/rwkv-unet.md).
 
     With q = u + k_t and M = max(oᴸ, oᴿ, q):
     y_t = (e^{oᴸ−M} aᴸ + e^{oᴿ−M} aᴿ + e^{q−M} v_t) / (e^{oᴸ−M} bᴸ + e^{oᴿ−M} bᴿ + e^{q−M}).
@@ -288,7 +288,7 @@ def combine(L: WKVState, R: WKVState, k_t: torch.Tensor, v_t: torch.Tensor, u: t
 
 
 def wkv_recurrent(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Bi-WKV as two token-by-token scans with O(C) state per direction (§5.2d)."""
+    """Bi-WKV as two token-by-token scans with O(C) state per direction (docs/rwkv-unet.md)."""
     B, T, C = k.shape
     left: list[WKVState] = []
     s = initial_state(k[:, 0])
@@ -304,7 +304,7 @@ def wkv_recurrent(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Te
 
 
 def wkv_flops(T: int, C: int) -> int:
-    """MACs the paper's convention charges a Bi-WKV call: 8 per token-channel (§8)."""
+    """MACs the paper's convention charges a Bi-WKV call: 8 per token-channel (docs/rwkv-unet.md)."""
     return 8 * T * C
 
 

@@ -1,4 +1,4 @@
-"""Flossing of untrained networks and the alignment of the plausible flossing gradients (spec §5).
+"""Flossing of untrained networks and the alignment of the plausible flossing gradients (docs/flossing.md).
 
 ``floss_untrained`` floss a freshly built network and measures its spectrum before and after
 (its weights before and after, ``W`` ... ``c`` with a ``stage`` dim, go to a store's ``weights`` group);
@@ -83,7 +83,7 @@ def floss_untrained(params: Any, cfg: FlossConfig, steps: int, *, measure_steps:
 
 def gradient_alignment(gain: float, seeds: Any = (0, 1, 2), *, n: int = 32, task: str = "2af", batch: int = 8,
                        transient: int = 16, window: int = 55, modes: Any = ("local", "eprop")) -> dict[str, list[float]]:
-    """Cosine of each plausible mode's ∇W with the exact one on the same task-driven windows (spec §5).
+    """Cosine of each plausible mode's ∇W with the exact one on the same task-driven windows (docs/flossing.md).
 
     One value per seed: a fresh N-unit network of gain g, k = 1, the same initial states and inputs.
     """

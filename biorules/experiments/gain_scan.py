@@ -1,4 +1,4 @@
-"""Lyapunov spectra over a grid of initial gains and network seeds (spec §4, §6).
+"""Lyapunov spectra over a grid of initial gains and network seeds (docs/lyapunov.md, docs/study.md).
 
 Each (gain, seed) cell builds W(g, seed) and measures its autonomous spectrum per τ; cells are
 written into a zarr store one by one by :func:`biorules.experiments.grid.run_grid`, so an

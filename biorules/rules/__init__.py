@@ -1,4 +1,4 @@
-"""Learning rules, one module per rule, one registry for both network kinds (spec §3).
+"""Learning rules, one module per rule, one registry for both network kinds (docs/rules.md).
 
 ``RULE_NAMES`` and :data:`KIND_RULES` are plain tuples (no torch import) for CLI choices;
 ``get_rule(name, kind="rate", **options)`` builds the rule object (a

@@ -1,4 +1,4 @@
-"""The one interface every learning rule implements (spec §3, "Shared").
+"""The one interface every learning rule implements (docs/rules.md, "Shared").
 
 A rule turns one batch of trials into parameter gradients. Gradients are summed over the trial and
 averaged over the batch (the task's loss does both), then handed to the task optimiser by

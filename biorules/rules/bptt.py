@@ -1,4 +1,4 @@
-"""Backpropagation through time, the exact reference (spec §3, "BPTT"), for rate and LIF networks.
+"""Backpropagation through time, the exact reference (docs/rules.md, "BPTT"), for rate and LIF networks.
 
 With δ_t := ∂ℒ/∂a_t and ψ_t = φ'(a_t), for the rate network
 
@@ -9,7 +9,7 @@ and ∇V = Σ_t e_t h_tᵀ, ∇c = Σ_t e_t. :class:`BPTT` gets these by autogra
 pure step (a-form, or the rate r-form with ``form="r"``; for the LIF network the surrogate ψ_t
 stands in for ∂z_t/∂ṽ_t and the reset is detached, as in :func:`biorules.spiking.lif_step`);
 :func:`manual_gradients` runs the δ recursion above explicitly (a-form), in full or with each loss
-step backpropagated exactly ``window`` steps (the ``sliding`` truncation of spec §3, "Truncated
+step backpropagated exactly ``window`` steps (the ``sliding`` truncation of docs/rules.md, "Truncated
 BPTT"). Memory O(T·N). A stack's gradients come out per member.
 """
 

@@ -1,4 +1,4 @@
-"""Pieces shared by every rule and both network kinds (spec §3, "Shared").
+"""Pieces shared by every rule and both network kinds (docs/rules.md, "Shared").
 
 - Readout: ∇V = Σ_t e_t r_tᵀ and ∇c = Σ_t e_t (summed over the batch; e_t = ∂ℒ/∂y_t already
   carries the 1/(n_b n_m) of the loss), exact and local under every rule; r_t is what the readout
@@ -80,7 +80,7 @@ def forward(model: torch.nn.Module, x: torch.Tensor, form: str = "a") -> torch.T
 
 
 def feedback_matrix(n: int, n_out: int, seed: int) -> np.ndarray:
-    """Fixed random feedback B (N, n_out), B_jk ~ N(0, 1/N), from its own seed (spec §3, "Shared")."""
+    """Fixed random feedback B (N, n_out), B_jk ~ N(0, 1/N), from its own seed (docs/rules.md, "Shared")."""
     return np.random.default_rng(np.random.SeedSequence(seed)).standard_normal((n, n_out)) / math.sqrt(n)
 
 
@@ -103,7 +103,7 @@ def feedback(model: torch.nn.Module, kind: str, seed: int | tuple[int, ...]) -> 
 
 
 def mask_recurrent(model: torch.nn.Module, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Apply the fixed sparse mask to ∇W (spec §1, ``sparse``)."""
+    """Apply the fixed sparse mask to ∇W (docs/model.md, ``sparse``)."""
     mask = getattr(model, "mask", None)
     if mask is not None and "W" in grads:
         grads["W"] = grads["W"] * mask

@@ -1,4 +1,4 @@
-"""e-prop (Bellec et al. 2020; spec §3, "e-prop" and "Spiking e-prop") for rate and LIF networks.
+"""e-prop (Bellec et al. 2020; docs/rules.md, "e-prop" and "Spiking e-prop") for rate and LIF networks.
 
 Only the dependence through recurrent presynaptic activity is dropped; the leak is kept. With the
 learning signal L_t = B e_t (B = Vᵀ for ``eprop``, a fixed random B ~ N(0, 1/N) from its own seed
@@ -10,7 +10,7 @@ for ``eprop-random``) and ψ_t the network's ψ (φ'(a_t), or the LIF pseudo-der
     ∇W = Σ_t (ψ_t ⊙ L_t)(ε^h_t)ᵀ,   ∇U = Σ_t (ψ_t ⊙ L_t)(ε^x_t)ᵀ,   ∇b = Σ_t (ψ_t ⊙ L_t) ε^1_t.
 
 With B = Vᵀ this equals autograd through a_t = (1−α)a_{t−1} + α(W sg(h_{t−1}) + U x_t + b)
-(spec §3, property 2).
+(docs/rules.md, property 2).
 
 **LIF network.** With pre_t the presynaptic variable of a weight (z_{t−1} for W, x_t for U, 1 for b):
 
@@ -20,7 +20,7 @@ With B = Vᵀ this equals autograd through a_t = (1−α)a_{t−1} + α(W sg(h_{
     gradient:        ∇W_ji = Σ_t L_{t,j} Ē_{t,ji}
 
 This equals autograd of ℒ with W sg(z_{t−1}), the reset detached, the same pseudo-derivative and
-the leak kept; at W = 0 it equals BPTT (spec §3, property 3). Trace memory O(n_b·N·(N + n_in + 1)).
+the leak kept; at W = 0 it equals BPTT (docs/rules.md, property 3). Trace memory O(n_b·N·(N + n_in + 1)).
 
 Both run in the one online loop :func:`biorules.rules.common.online_pass`, forward in time with no
 stored trajectory and no autograd; e_t comes in closed form from the task; the readout gets its

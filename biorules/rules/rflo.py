@@ -1,4 +1,4 @@
-"""Random-feedback local online learning, RFLO (Murray 2019; spec §3, "RFLO").
+"""Random-feedback local online learning, RFLO (Murray 2019; docs/rules.md, "RFLO").
 
 Native r-form (``form="r"``), u_t = W h_{t−1} + U x_t + b, h_t = (1−α)h_{t−1} + αφ(u_t), with traces
 
@@ -14,7 +14,7 @@ batch element). B is a fixed random N(0, 1/N) matrix by default (``feedback="sym
 The loop runs forward in time without autograd (:func:`biorules.rules.common.online_pass`); e_t
 comes from the task in closed form.
 
-Exactness (spec §3, property 4): r-form with B = Vᵀ equals r-form autograd with W sg(h_{t−1}) for
+Exactness (docs/rules.md, property 4): r-form with B = Vᵀ equals r-form autograd with W sg(h_{t−1}) for
 any W, hence r-form BPTT at W = 0; the a-form differs from BPTT even at W = 0 (α < 1, nonlinear φ);
 at α = 1 the a-form equals e-prop.
 """

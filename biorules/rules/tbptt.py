@@ -1,4 +1,4 @@
-"""Truncated BPTT with window K (spec §3, "Truncated BPTT", K = 10 by default).
+"""Truncated BPTT with window K (docs/rules.md, "Truncated BPTT", K = 10 by default).
 
 - ``chunk`` (default): the state is detached after every step t with t mod K = 0, so gradients
   flow back at most to the start of their chunk, and δ_t = ψ_t ⊙ Vᵀe_t at the chunk's last step.

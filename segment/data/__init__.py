@@ -1,4 +1,4 @@
-"""Segmentation datasets: one reader per published layout, verification and splits (spec §10).
+"""Segmentation datasets: one reader per published layout, verification and splits (docs/datasets.md).
 
 ``open_dataset(name, data_dir)`` scans a folder into :class:`~segment.data.base.Record` s;
 ``verify`` decodes every record and lists every problem; ``make_splits`` builds the official or

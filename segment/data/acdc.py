@@ -1,4 +1,4 @@
-"""ACDC cardiac MRI, multi-class (1 RV, 2 Myo, 3 LV), spec §10.
+"""ACDC cardiac MRI, multi-class (1 RV, 2 Myo, 3 LV), docs/datasets.md
 
 Layout: ``ACDC_training_slices/patientNNN_frameFF_slice_S.h5`` (2-D ``image``, ``label``) for
 training and ``ACDC_training_volumes/patientNNN_frameFF.h5`` (3-D) for validation and test.

@@ -1,4 +1,4 @@
-"""Training augmentations in plain torch, batched, with an explicit generator (spec §11).
+"""Training augmentations in plain torch, batched, with an explicit generator (docs/datasets.md).
 
 Per sample: rot90 (k ∈ 0..3) + horizontal flip (p 0.5); rotation by an angle in [−30°, 30°]
 (p 0.3); scale-crop of side s ∈ [0.8, 1.0] resized back (p 0.3); brightness b ∈ [−0.2, 0.2] and

@@ -1,4 +1,4 @@
-"""Shared pieces of the dataset readers: records, samples, image decoding (spec §10).
+"""Shared pieces of the dataset readers: records, samples, image decoding (docs/datasets.md).
 
 A reader module (``glas``, ``busi``, ...) exposes ``INFO`` (a :class:`DatasetInfo`), ``scan(root)``
 returning a :class:`Scan` (records plus layout problems such as unpaired files) and

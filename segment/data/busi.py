@@ -1,4 +1,4 @@
-"""BUSI breast ultrasound (spec §10).
+"""BUSI breast ultrasound (docs/datasets.md).
 
 Layout: ``Dataset_BUSI_with_GT/{benign,malignant,normal}/``, image ``benign (k).png`` with mask
 ``benign (k)_mask.png`` and optional extra masks ``benign (k)_mask_1.png``, OR-merged. The default

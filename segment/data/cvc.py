@@ -1,4 +1,4 @@
-"""CVC-ClinicDB and CVC-ColonDB polyps (spec §10).
+"""CVC-ClinicDB and CVC-ColonDB polyps (docs/datasets.md).
 
 ClinicDB: ``Original/k.tif`` + ``Ground Truth/k.tif`` (PNG in some mirrors; also accepted inside a
 ``PNG`` or ``TIF`` sub-folder). Frames come from videos, so random splits leak near-duplicates.

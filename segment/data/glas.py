@@ -1,4 +1,4 @@
-"""GlaS / Warwick-QU gland segmentation (spec §10).
+"""GlaS / Warwick-QU gland segmentation (docs/datasets.md).
 
 Layout: ``train_k.bmp`` + ``train_k_anno.bmp`` (k = 1..85), ``testA_k[_anno].bmp`` (1..60),
 ``testB_k[_anno].bmp`` (1..20) and ``Grade.csv``, directly in ``--data-dir`` or in its

@@ -1,4 +1,4 @@
-"""ISIC 2017 part 1, binary lesion segmentation, official split (spec §10).
+"""ISIC 2017 part 1, binary lesion segmentation, official split (docs/datasets.md).
 
 Layout: ``ISIC-2017_{Training,Validation,Test_v2}_Data/ISIC_<id>.jpg`` (``*_superpixels.png``
 skipped) and ``ISIC-2017_{...}_Part1_GroundTruth/ISIC_<id>_segmentation.png``.

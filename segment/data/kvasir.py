@@ -1,4 +1,4 @@
-"""Kvasir-SEG polyps (spec §10): ``images/*.jpg`` and ``masks/*.jpg`` with matching names, directly
+"""Kvasir-SEG polyps (docs/datasets.md): ``images/*.jpg`` and ``masks/*.jpg`` with matching names, directly
 in ``--data-dir`` or in its ``Kvasir-SEG`` sub-folder; JPEG masks are thresholded at 128."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""From records to tensors: resize, cache and normalise (spec §11).
+"""From records to tensors: resize, cache and normalise (docs/datasets.md).
 
 Training images are resized to ``size``² (bilinear, antialiased) and masks with nearest; the
 resized tensors are cached in memory. Evaluation keeps the original-resolution masks, since
-metrics are computed there (spec §12).
+metrics are computed there (docs/datasets.md).
 """
 
 from __future__ import annotations

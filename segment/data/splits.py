@@ -1,4 +1,4 @@
-"""Official and seeded random 8:1:1 splits (spec §10).
+"""Official and seeded random 8:1:1 splits (docs/datasets.md).
 
 Random: val = test = floor(n/10), the rest train, from ``numpy.random.default_rng(seed).permutation``
 of the sorted ids. Official: the dataset's parts; GlaS trains on its 85 training images with a

@@ -1,4 +1,4 @@
-"""Synapse multi-organ CT in the TransUNet layout (spec §10).
+"""Synapse multi-organ CT in the TransUNet layout (docs/datasets.md).
 
 ``train_npz/caseXXXX_sliceYYY.npz`` (``image`` float32 in [0, 1], ``label`` uint8, 512²) and
 ``test_vol_h5/caseXXXX.npy.h5`` (``image``, ``label``: D×512×512). Optional lists ``train.txt``

@@ -1,4 +1,4 @@
-"""Gradient flossing (spec §5): each mode's gradient against its autograd definition, float64."""
+"""Gradient flossing (docs/flossing.md): each mode's gradient against its autograd definition, float64."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_forward_modes_equal_truncated_autograd(k, mode, driven):
 
 
 def test_eprop_matches_finite_differences_n7():
-    """spec §5 test 2: N = 7, α = 0.3, T = 40, e-prop flossing gradient vs central differences."""
+    """docs/flossing.md test 2: N = 7, α = 0.3, T = 40, e-prop flossing gradient vs central differences."""
     model = _model(n=7, alpha=0.3, g=1.2)
     cfg = FlossConfig(mode="eprop", n_exponents=1, transient=0, window=40, batch=1, relax=5).resolved(7)
     res = floss_gradients(model, cfg)
@@ -102,7 +102,7 @@ def test_eprop_matches_finite_differences_n7():
 
 
 def test_exact_matches_central_differences_n8():
-    """spec §5 test 3: the exact gradient of λ̂ equals central differences at N = 8, T = 30."""
+    """docs/flossing.md test 3: the exact gradient of λ̂ equals central differences at N = 8, T = 30."""
     model = _model(n=8, alpha=0.3, g=1.5)
     cfg = FlossConfig(mode="exact", n_exponents=2, transient=4, window=30, batch=1, relax=5).resolved(8)
     res = floss_gradients(model, cfg)
@@ -170,7 +170,7 @@ def test_exact_window_matches_numba_estimator_for_long_windows():
 
 
 def test_local_and_eprop_align_with_exact_at_g05_driven():
-    """spec §5 test 5: mean cosine with the exact gradient > 0.2 over 3 seeds at g = 0.5 (driven)."""
+    """docs/flossing.md test 5: mean cosine with the exact gradient > 0.2 over 3 seeds at g = 0.5 (driven)."""
     from biorules.experiments.floss_study import gradient_alignment
 
     cos = gradient_alignment(0.5, seeds=(0, 1, 2))

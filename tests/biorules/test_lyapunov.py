@@ -1,4 +1,4 @@
-"""QR Lyapunov spectrum (spec §4): exact identities, mean field, kernel vs reference. float64."""
+"""QR Lyapunov spectrum (docs/lyapunov.md): exact identities, mean field, kernel vs reference. float64."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_zero_fixed_point_equals_eigenvalues():
 
 
 def test_zero_fixed_point_orthogonal_small():
-    """orthogonal W = gQ: every exponent is ln|1 − α + α g e^{iθ}| (N = 20, spec test 1)."""
+    """orthogonal W = gQ: every exponent is ln|1 − α + α g e^{iθ}| (N = 20, docs/lyapunov.md, check 1)."""
     alpha, g = 0.3, 0.7
     W = _W(20, g, init="orthogonal")
     lam = spectrum(W, alpha=alpha, steps=2000, ons_transient=500, transient=200)

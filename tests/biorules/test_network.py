@@ -1,4 +1,4 @@
-"""Rate network (spec §1): initial connectivity statistics, seeds, the pure step."""
+"""Rate network (docs/model.md): initial connectivity statistics, seeds, the pure step."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""LIF network (spec §1, spiking variant) and its rules (spec §3, spiking e-prop), float64.
+"""LIF network (docs/model.md, spiking variant) and its rules (docs/rules.md, spiking e-prop), float64.
 
 Hand-computed traces use binary-exact numbers and are compared at 1e-15 absolute; gradient
-identities are compared at 1e-9 relative (spec §3, "Exactness properties").
+identities are compared at 1e-9 relative (docs/rules.md, "Exactness properties").
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_lif_step_box_matches_hand_trace():
 
 
 def test_lif_step_current_matches_hand_trace():
-    # α_m = α_s = 0.5: the membrane sees the previous step's current i_{t−1} (spec §1).
+    # α_m = α_s = 0.5: the membrane sees the previous step's current i_{t−1} (docs/model.md).
     p = LIFParams(n=1, n_in=1, n_out=1, dt=1.0, tau_mem=2.0, tau_syn=2.0, cell="current")
     states = _run(p, W=[[0.0]], U=[[2.0]], b=[0.0], x=np.ones((4, 1, 1)))
     want = {"i": [2.0, 3.0, 3.5, 3.75], "v_pre": [0.0, 1.0, 2.0, 2.25], "z": [0, 0, 1, 1], "v": [0.0, 1.0, 1.0, 1.25]}
@@ -109,7 +109,7 @@ def _model(task, **kw) -> LIFNetwork:
 
 
 def _truncated_autograd(model: LIFNetwork, batch, task) -> dict[str, torch.Tensor]:
-    """Autograd of ℒ with W sg(z_{t−1}), the reset detached, the same ψ, the leak kept (spec §3)."""
+    """Autograd of ℒ with W sg(z_{t−1}), the reset detached, the same ψ, the leak kept (docs/rules.md)."""
     p = model.step_params
     x = _t(batch.x)
 
@@ -140,7 +140,7 @@ def test_eprop_equals_truncated_autograd(cell, surrogate, task_name):
 @pytest.mark.parametrize("cell", ["box", "current"])
 @pytest.mark.parametrize("task_name", ["2af", "xor"])
 def test_eprop_equals_bptt_at_zero_recurrent_weights(cell, task_name):
-    # spec §3, property 3: at W = 0 LIF e-prop equals BPTT with the reset detached, same surrogate.
+    # docs/rules.md, property 3: at W = 0 LIF e-prop equals BPTT with the reset detached, same surrogate.
     task, batch = _task_and_batch(task_name)
     model = _model(task, cell=cell, gain=0.0)
     eprop = LIFEprop().gradients(model, batch, task)

@@ -1,4 +1,4 @@
-"""Task generators (spec §2): shapes, masks, seeds, oracles and the loss/metric definitions."""
+"""Task generators (docs/tasks.md): shapes, masks, seeds, oracles and the loss/metric definitions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RWKV-UNet variants: structure, parameter counts, MACs, shapes, gradients (spec §1–§8)."""
+"""RWKV-UNet variants: structure, parameter counts, MACs, shapes, gradients (docs/rwkv-unet.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from biorules.errors import InputError
 from segment.info import count_macs, count_parameters, reported_parameters
 from segment.model import VARIANTS, create_model
 
-# executed-only parameters with 3 input channels (§8; K=2 measured on the official code)
+# executed-only parameters with 3 input channels (docs/rwkv-unet.md; K=2 measured on the official code)
 EXECUTED = {
     "rwkv_unet": {1: 17_125_513, 2: 17_125_538},
     "rwkv_unet_s": {1: 9_701_945, 2: 9_701_970},
@@ -19,7 +19,7 @@ AS_REPORTED = {"rwkv_unet": 17_373_767, "rwkv_unet_s": 9_900_839, "rwkv_unet_t":
 PAPER_PARAMS = {"rwkv_unet": 17.4e6, "rwkv_unet_s": 9.9e6, "rwkv_unet_t": 3.3e6}
 PAPER_MACS = {"rwkv_unet": 14.64e9, "rwkv_unet_s": 7.75e9, "rwkv_unet_t": 3.78e9}
 ANALYTIC_MACS = {"rwkv_unet": 14.34e9, "rwkv_unet_s": 7.51e9, "rwkv_unet_t": 3.59e9}
-PARTS = {  # stem / stages / CCM / decoder, K = 1 (§8)
+PARTS = {  # stem / stages / CCM / decoder, K = 1 (docs/rwkv-unet.md)
     "rwkv_unet": (192, 16_693_848, 130_584, 300_864),
     "rwkv_unet_s": (192, 9_415_856, 61_504, 224_368),
     "rwkv_unet_t": (192, 2_938_280, 58_384, 148_880),
@@ -52,7 +52,7 @@ def test_parameter_split_by_part(name):
 
 @pytest.mark.parametrize("name", BIG)
 def test_as_reported_parameters(name):
-    """The paper's convention (§8) reproduces the exact pre-refactor total, within 3 % of print."""
+    """The paper's convention (docs/rwkv-unet.md) reproduces the exact pre-refactor total, within 3 % of print."""
     n = reported_parameters(_meta_model(name, num_classes=1))
     assert n == AS_REPORTED[name]
     assert abs(n - PAPER_PARAMS[name]) / PAPER_PARAMS[name] < 0.03
@@ -67,7 +67,7 @@ def test_macs_at_256_within_5_percent_of_paper(name):
 
 
 def test_rwkv_blocks_and_widths_follow_the_spec():
-    """WKV widths 576/960 (B), 384/768 (S), 288/560 (T); RWKV only after each first block (§2)."""
+    """WKV widths 576/960 (B), 384/768 (S), 288/560 (T); RWKV only after each first block (docs/rwkv-unet.md)."""
     expected = {"rwkv_unet": (576, 960), "rwkv_unet_s": (384, 768), "rwkv_unet_t": (288, 560)}
     for name, (c3, c4) in expected.items():
         enc = _meta_model(name).encoder

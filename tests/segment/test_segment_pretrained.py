@@ -1,4 +1,4 @@
-"""Official encoder checkpoints onto our encoder (spec §9), on synthetic official state dicts."""
+"""Official encoder checkpoints onto our encoder (docs/rwkv-unet.md), on synthetic official state dicts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from segment.pretrained import load_official_encoder
 
 
 def _official_encoder_state(model, *, current_code: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A state dict named like the official encoder (§9): ours with random values, plus what the
+    """A state dict named like the official encoder (docs/rwkv-unet.md): ours with random values, plus what the
     official module tree builds but never runs (ImageNet head, final LN2d, ``ln1`` of every
     block, ``ln2`` and ``att`` of every block in the current code)."""
     g = torch.Generator().manual_seed(seed)
@@ -73,7 +73,7 @@ def test_loads_every_encoder_tensor(tmp_path, tiny, wrap):
 
 
 def test_official_keys_of_a_real_variant_are_ours(tmp_path):
-    """Spot-check the §9 names on the T encoder: the filter needs no renaming."""
+    """Spot-check the docs/rwkv-unet.md names on the T encoder: the filter needs no renaming."""
     keys = set(create_model("rwkv_unet_t").encoder.state_dict())
     for k in [
         "stage0.0.conv.conv.weight", "stage0.0.conv.norm.running_var", "stage0.0.conv_local.conv.weight",

@@ -1,4 +1,4 @@
-"""Bi-WKV backends against the dense oracle (spec rwkv-unet.md §5)."""
+"""Bi-WKV backends against the dense oracle (docs/rwkv-unet.md)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_single_token_returns_v():
 
 
 def test_zero_decay_is_exp_k_weighted_average():
-    """w = u = 0 (the init, §4): y_t = Σ_i e^{k_i} v_i / Σ_i e^{k_i} for every t."""
+    """w = u = 0 (the init, docs/rwkv-unet.md): y_t = Σ_i e^{k_i} v_i / Σ_i e^{k_i} for every t."""
     _, _, k, v = _inputs(2, 20, 3, w_scale=1.0, seed=5, dtype=torch.float64, k_max=3.0)
     z = torch.zeros(3, dtype=torch.float64)
     y = bi_wkv(z, z, k, v, backend="scan")
@@ -86,7 +86,7 @@ def test_gradcheck_recurrent_fp64():
 
 @pytest.mark.parametrize("w_scale", [0.1, 3.0, 50.0])
 def test_recurrent_equals_scan(w_scale):
-    """fp64: 1e-10 relative; fp32: 1e-5 absolute (§5.2d)."""
+    """fp64: 1e-10 relative; fp32: 1e-5 absolute (docs/rwkv-unet.md)."""
     w, u, k, v = _inputs(2, 300, 6, w_scale=w_scale, seed=7, dtype=torch.float64)
     y_s = bi_wkv(w, u, k, v, backend="scan")
     y_r = bi_wkv(w, u, k, v, backend="recurrent")
@@ -151,7 +151,7 @@ def test_bad_input_is_an_input_error():
 @pytest.mark.parametrize("B,T,C,w_scale,tol32", [(2, 1, 3, 1.0, 1e-4), (2, 67, 40, 0.3, 1e-4), (3, 1024, 96, 0.05, 1e-4),
                                                  (1, 700, 33, 0.1, 1e-4), (2, 4096, 64, 0.004, 3e-4)])
 def test_triton_matches_scan_on_gpu(B, T, C, w_scale, tol32):
-    """Triton vs scan on CUDA: 1e-4 relative in fp32, 2e-2 with bf16 inputs (§5.2c).
+    """Triton vs scan on CUDA: 1e-4 relative in fp32, 2e-2 with bf16 inputs (docs/rwkv-unet.md).
 
     |w| = T·|w'| up to ~140 here (T ≤ 1024) and ~60 at T = 4096. The kernel keeps log-offsets
     in fp32: with |w| ≈ 150 at T = 4096 the fp32 gradients sat at the 1e-4 edge (one run of two

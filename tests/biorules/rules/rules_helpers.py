@@ -1,4 +1,4 @@
-"""Small float64 networks, batches and autograd references for the rule tests (spec §3)."""
+"""Small float64 networks, batches and autograd references for the rule tests (docs/rules.md)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def detached_autograd(model, batch, task, form: str = "a") -> dict[str, torch.Tensor]:
-    """Autograd with W sg(h_{t−1}) and everything else (the leak) kept (spec §3, property 2 and 4)."""
+    """Autograd with W sg(h_{t−1}) and everything else (the leak) kept (docs/rules.md, property 2 and 4)."""
     alpha, phi = model.params.alpha, model.nl.phi
     x = torch.as_tensor(batch.x, dtype=torch.float64)
 

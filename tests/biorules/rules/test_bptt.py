@@ -1,4 +1,4 @@
-"""BPTT (spec §3, property 1): the explicit δ recursion equals autograd, float64."""
+"""BPTT (docs/rules.md, property 1): the explicit δ recursion equals autograd, float64."""
 
 from __future__ import annotations
 

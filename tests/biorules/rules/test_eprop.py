@@ -1,4 +1,4 @@
-"""e-prop (spec §3, properties 2, 3 and 6), float64."""
+"""e-prop (docs/rules.md, properties 2, 3 and 6), float64."""
 
 from __future__ import annotations
 

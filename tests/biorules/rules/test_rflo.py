@@ -1,4 +1,4 @@
-"""RFLO (spec §3, property 4 and 6), float64."""
+"""RFLO (docs/rules.md, property 4 and 6), float64."""
 
 from __future__ import annotations
 

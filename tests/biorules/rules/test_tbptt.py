@@ -1,4 +1,4 @@
-"""Truncated BPTT (spec §3, property 5): K ≥ T is BPTT; K = 1 is α Σ_t (ψ_t ⊙ Vᵀe_t) h_{t−1}ᵀ."""
+"""Truncated BPTT (docs/rules.md, property 5): K ≥ T is BPTT; K = 1 is α Σ_t (ψ_t ⊙ Vᵀe_t) h_{t−1}ᵀ."""
 
 from __future__ import annotations
 

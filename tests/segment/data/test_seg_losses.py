@@ -1,4 +1,4 @@
-"""CE/BCE + soft Dice: the formula of spec §11 written out by hand (float32, tol 1e-6)."""
+"""CE/BCE + soft Dice: the formula of docs/rwkv-unet.md written out by hand (float32, tol 1e-6)."""
 
 from __future__ import annotations
 
