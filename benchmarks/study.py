@@ -28,7 +28,7 @@ def grid(n: int, updates: int, gains: tuple[float, ...], seeds: int, device: str
     from biorules.experiments.sweep import SweepConfig
 
     return SweepConfig(gains=gains, rules=rules, floss=floss,
-                       seeds=tuple(range(seeds)), task="dms", n=n, updates=updates, batch=32,
+                       seeds=tuple(range(seeds)), tasks=("dms",), n=n, updates=updates, batch=32,
                        n_exponents=5, eval_every=max(1, updates // 10), device=device)
 
 

@@ -43,11 +43,12 @@ def main() -> None:
             print(f"g={gain:<4} {rule:>6} held-out accuracy by update  {curve}", flush=True)
 
     print(f"\ndms, N={args.n}, {args.updates} updates, Adam lr {args.lr}, batch 32, seed {args.seed}")
-    print(f"{'g':>4} {'rule':>6} {'accuracy':>9} {'loss':>7} {'λmax before':>12} {'λmax after':>11} "
+    print(f"{'g':>4} {'rule':>6} {'test acc':>9} {'loss':>7} {'λmax before':>12} {'λmax after':>11} "
           f"{'ΔW/W0':>7} {'cos(∇W,BPTT)':>13} {'time [s]':>9}")
     for (gain, rule), ds in runs.items():
-        print(f"{gain:4.2f} {rule:>6} {float(ds.final_accuracy):9.3f} {float(ds.final_loss):7.3f} "
-              f"{float(ds.lambda_before[0]):+12.3f} {float(ds.lambda_after[0]):+11.3f} "
+        lam = {"condition": "task", "exponent": 1}  # conditional on the task's own trials
+        print(f"{gain:4.2f} {rule:>6} {float(ds.test_accuracy):9.3f} {float(ds.test_loss):7.3f} "
+              f"{float(ds.lambda_before.sel(lam)):+12.3f} {float(ds.lambda_after.sel(lam)):+11.3f} "
               f"{float(ds.weight_change):7.3f} {float(ds.grad_cosine.mean()):13.2f} {float(ds.wall_time):9.1f}")
 
 if __name__ == "__main__":

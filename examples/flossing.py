@@ -29,8 +29,9 @@ def run(job: tuple[float, str, str, int, int, int]) -> tuple[float, str, str, in
 
     ds = train("dms", rule, NetworkParams(n=n, gain=gain), updates=updates, seed=seed, n_exponents=1,
                cosine_every=0, floss=None if floss == "none" else FlossConfig(mode=floss, seed=seed))
-    return (gain, rule, floss, seed, float(ds.final_accuracy), float(ds.lambda_before[0]),
-            float(ds.lambda_after[0]))
+    lam = {"condition": "task", "exponent": 1}  # conditional on the task's own trials
+    return (gain, rule, floss, seed, float(ds.test_accuracy), float(ds.lambda_before.sel(lam)),
+            float(ds.lambda_after.sel(lam)))
 
 
 def main() -> None:
