@@ -289,3 +289,164 @@ def test_foreign_and_other_stores_are_refused(tmp_path):
     store.create(sweep, _template(), ("gain", "seed"))
     with pytest.raises(InputError, match="not a segment run"):
         R.open_results(sweep)
+
+
+# ------------------------------------------------------- verification, repair, outputs, the writer lock
+
+
+def _finished(tmp_path, name="s.zarr"):
+    path = tmp_path / name
+    store.create(path, _template(), ("gain", "seed"))
+    for i in range(3):
+        for j in range(2):
+            store.write_cell(path, _cell(i, j), {"gain": i, "seed": j})
+    return path
+
+
+def test_every_chunk_is_on_disk_and_a_whole_store_verifies(tmp_path):
+    path = tmp_path / "s.zarr"
+    store.create(path, _template(), ("gain", "seed"))  # all pending: chunks equal to the fill value
+    assert len(list((path / "status" / "c").rglob("*"))) == 3 + 6  # 3 folders, 6 chunks
+    assert (path / "seed" / "c" / "0").is_file()  # coordinate [0, 1] too
+    assert store.verify_store(path) == []
+    assert store.verify_store(_finished(tmp_path, "f.zarr")) == []
+
+
+def test_a_deleted_status_chunk_is_named_as_damaged_and_repaired(tmp_path):
+    path = _finished(tmp_path)
+    (path / "status" / "c" / "1" / "0").unlink()
+    damage = store.verify_store(path)
+    assert [d.text for d in damage] == ["chunk status/c/1/0 of cell (gain=1.0, seed=0) is missing"]
+    with pytest.raises(store.DamagedStoreError, match=r"damaged: chunk status/c/1/0 .*verify --repair") as err:
+        store.open_store(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(store.DamagedStoreError):  # a resume refuses it too, before any work
+        store.open_or_create(path, _template(), ("gain", "seed"))
+    assert store.repair_store(path) == (1, [])
+    status = store.open_store(path)["status"].values
+    assert status[1, 0] == store.STATUS["pending"] and (np.delete(status.ravel(), 2) == 1).all()
+
+
+def test_a_truncated_data_chunk_is_named_as_damaged_and_repaired(tmp_path):
+    path = _finished(tmp_path)
+    chunk = path / "x" / "c" / "2" / "1" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:5])
+    damage = store.verify_store(path)
+    assert [d.text for d in damage] == ["chunk x/c/2/1/0 of cell (gain=1.5, seed=1) cannot be decoded"]
+    assert damage[0].cells == ((2, 1),) and damage[0].repairable
+    with pytest.raises(store.DamagedStoreError, match="x/c/2/1/0"):
+        store.prepare_out(path, "a")
+    cells, left = store.repair_store(path)
+    assert (cells, left) == (1, [])
+    ds = store.open_store(path).load()
+    assert int(ds.status[2, 1]) == store.STATUS["pending"] and np.isnan(ds.x[2, 1]).all()
+    assert float(ds.y[2, 1]) == 2.0  # the rest of the cell is kept; the rerun rewrites it whole
+
+
+def test_garbage_variable_metadata_is_named_and_restored(tmp_path):
+    path = _finished(tmp_path)
+    before = store.open_store(path).load()
+    (path / "y" / "zarr.json").write_text("{garbage")
+    assert [d.text for d in store.verify_store(path)] == ["the metadata of y (y/zarr.json) is missing or unreadable"]
+    assert store.repair_store(path) == (0, [])
+    xr.testing.assert_identical(store.open_store(path).load(), before)
+
+
+def test_bad_status_codes_and_unrepairable_damage(tmp_path):
+    import zarr
+
+    path = _finished(tmp_path)
+    zarr.open_array(str(path / "status"), mode="r+")[0, 1] = 7
+    (path / "gain" / "c" / "0").unlink()  # a coordinate spoils no cell of its own
+    texts = [d.text for d in store.verify_store(path)]
+    assert "chunk gain/c/0 is missing" in texts and any("is 7, not a status code" in t for t in texts)
+    with pytest.raises(store.DamagedStoreError, match="cannot be repaired"):
+        store.open_store(path)
+    cells, left = store.repair_store(path)
+    assert cells == 1 and [d.text for d in left] == ["chunk gain/c/0 is missing"]
+
+
+def test_a_single_run_store_is_verified_but_not_repaired_by_cells(tmp_path):
+    path = store.save(_template().isel(gain=0, seed=0), tmp_path / "run.zarr")
+    (path / "x" / "c" / "0").unlink()
+    (damage,) = store.verify_store(path)
+    assert damage.text == "chunk x/c/0 is missing" and not damage.repairable
+
+
+def test_prepare_out_is_one_rule_for_every_output(tmp_path):
+    ours = _finished(tmp_path)
+    assert store.prepare_out(tmp_path / "new.zarr", "a") == "new"
+    (tmp_path / "empty").mkdir()
+    assert store.prepare_out(tmp_path / "empty", "a") == "new"
+    assert store.prepare_out(ours, "a") == "resume"
+    assert store.prepare_out(ours, None) == "resume"
+    assert store.prepare_out(ours, "b", overwrite=True) == "replace"
+    with pytest.raises(InputError, match="other options .*repeat them to resume it, pass --overwrite"):
+        store.prepare_out(ours, "b")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "notes.txt").write_text("x")
+    for path, match in ((tmp_path / "afile" / "x.zarr", "afile is a file, not a folder"),
+                        (tmp_path / "afile", "is a file that biorules did not write"),
+                        (tmp_path / "user", "is a folder that biorules did not write")):
+        before = _dir_digest(tmp_path)
+        for overwrite in (False, True):
+            with pytest.raises(InputError, match=match):
+                store.prepare_out(path, "a", overwrite=overwrite, option="--out")
+        assert _dir_digest(tmp_path) == before
+
+
+def test_save_replaces_only_its_own_store(tmp_path):
+    ds = _template()
+    path = store.save(ds, tmp_path / "r.zarr")
+    store.save(ds.assign_attrs(config="b"), path, replace=True)
+    assert store.open_store(path).attrs["config"] == "b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zarr"]  # no temp or old folders left
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="did not write"):
+        store.save(ds, user, replace=True)
+    assert (user / "notes.txt").read_text() == "mine"
+
+
+def test_a_second_writer_is_refused_by_the_lock(tmp_path):
+    path = tmp_path / "s.zarr"
+    with store.writer_lock(path):
+        assert store.lock_path(path).read_text().strip() == str(__import__("os").getpid())
+        with pytest.raises(InputError, match=rf"--out {path} is being written by another biorules process \(pid"):
+            with store.writer_lock(tmp_path / "." / "s.zarr"):  # the same store, spelt otherwise
+                pass
+        with store.writer_lock(tmp_path / "other.zarr"):  # another store: its own lock
+            pass
+    assert not store.lock_path(path).exists() and list(tmp_path.iterdir()) == []  # nothing beside the store
+    with store.writer_lock(path):  # free again
+        pass
+
+
+def test_a_killed_writer_leaves_no_lock_behind(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "s.zarr"
+    code = ("import sys, time; from biorules import store\n"
+            "with store.writer_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(InputError, match=f"pid {proc.pid}"):
+            with store.writer_lock(path):
+                pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 60
+    while True:  # the OS releases the lock with the process; the stale file is harmless
+        try:
+            with store.writer_lock(path):
+                break
+        except InputError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
