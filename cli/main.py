@@ -7,7 +7,7 @@ import sys
 import click
 
 from biorules import __version__
-from cli.context import EXIT_FAILED, EXIT_USAGE, Context
+from cli.context import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, INTERRUPTED, Context, examples
 from cli.lazy import LazyGroup
 
 COMMANDS = {
@@ -18,17 +18,25 @@ COMMANDS = {
     "sweep": "cli.sweep:sweep",
     "report": "cli.report:report",
     "segment": "cli.segment:segment",
+    "verify": "cli.verify:verify",
 }
 
 
-@click.group(cls=LazyGroup, lazy_subcommands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy_subcommands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=examples("biorules lyapunov --gain 0.5:2.0 --n 200     # spectra over initial gains",
+                             "biorules --json sweep --out results/sweep.zarr  # the gain study, resumable"))
 @click.version_option(__version__, prog_name="biorules")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.option("--quiet", is_flag=True, help="No progress bars or summary.")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (strict JSON).")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, quiet: bool, as_json: bool) -> None:
-    """biorules: plausible learning rules, Lyapunov spectra, flossing, RWKV-UNet segmentation."""
+    """biorules: plausible learning rules, Lyapunov spectra, flossing, RWKV-UNet segmentation.
+
+    Exit codes: 0 ok, 1 the run failed, 2 bad usage or input (nothing written), 3 finished with
+    diverged or failed cells (the summary counts them), 130 interrupted (rerun to resume).
+    The methods are described in docs/ (docs/index.md), the commands in docs/cli.md.
+    """
     ctx.obj = Context(debug=debug, quiet=quiet, json=as_json)
 
 
@@ -43,40 +51,54 @@ def _interrupted(e: BaseException) -> bool:
     return False
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; bad input is one line and exit 2, a failed run one line and exit 1."""
-    from biorules.errors import InputError
+def _leave(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
 
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: bad input is one line and exit 2, a failed run one line and exit 1, no traceback
+    or exception class name unless ``--debug``."""
+    from biorules.errors import InputError, RunError, one_line
+
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
+    if not debug:  # a diverging run's arithmetic is reported by its status, not by numpy's warnings
+        import warnings
+
+        warnings.filterwarnings("ignore", message="(invalid value|overflow|divide by zero) encountered",
+                                category=RuntimeWarning)
     try:
-        cli.main(args=argv, prog_name="biorules", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="biorules", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:  # ctx.exit(code) returns here
+            sys.exit(code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.Abort:
-        click.echo("Interrupted; finished results are kept, rerun the same command to resume.", err=True)
-        sys.exit(130)
+        click.echo(INTERRUPTED, err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except click.UsageError as e:  # one line naming the option, no usage banner
-        click.echo(f"Error: {e.format_message()}", err=True)
-        sys.exit(EXIT_USAGE)
+        _leave(one_line(e.format_message(), limit=1000), EXIT_USAGE)
     except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+        _leave(one_line(e.format_message(), limit=1000), e.exit_code)
     except KeyboardInterrupt:
-        click.echo("Interrupted; finished results are kept, rerun the same command to resume.", err=True)
-        sys.exit(130)
+        click.echo(INTERRUPTED, err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except InputError as e:
         if debug:
             raise
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
-    except Exception as e:  # a failed run: one line, the traceback only with --debug
-        if _interrupted(e):  # Ctrl-C inside a compiled kernel arrives wrapped in a SystemError
-            click.echo("Interrupted; finished results are kept, rerun the same command to resume.", err=True)
-            sys.exit(130)
+        _leave(one_line(e, limit=1000), EXIT_USAGE)
+    except RunError as e:
         if debug:
             raise
-        click.echo(f"Error: {type(e).__name__}: {e}", err=True)
-        sys.exit(EXIT_FAILED)
+        _leave(one_line(e, limit=1000), EXIT_FAILED)
+    except Exception as e:  # a failed run: one line, the traceback only with --debug
+        if _interrupted(e):  # Ctrl-C inside a compiled kernel arrives wrapped in a SystemError
+            click.echo(INTERRUPTED, err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        if debug:
+            raise
+        _leave(f"{one_line(e, limit=1000)} (--debug shows where)", EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import click
 
-from cli.context import Context, quiet_option
+from cli.choices import DWCONV_BACKENDS, SEGMENT_MODELS, WKV_BACKENDS
+from cli.context import Context, examples, output_options
 from cli.lazy import LazyGroup
+from cli.types import Finite
+from segment.data import DATASETS
 
 SUBCOMMANDS = {
     "info": "cli.segment_info:info",
@@ -18,42 +21,53 @@ SUBCOMMANDS = {
     "eval": "cli.segment_run:evaluate",
     "verify": "cli.segment_run:verify",
 }
-DATASET_NAMES = "demo, glas, busi, kvasir, cvc-clinicdb, cvc-colondb, isic2017, synapse, acdc"
 
 
-@click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS, invoke_without_command=True)
-@click.option("--dataset", default="demo", show_default=True, help=f"Dataset layout: {DATASET_NAMES}.")
+def _side(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value % 16:
+        raise click.BadParameter(f"must be a multiple of 16, got {value}", ctx=ctx, param=param)
+    return value
+
+
+@click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS, invoke_without_command=True, epilog=examples(
+    "biorules segment --epochs 5                     # the built-in demo data, on the CPU",
+    "biorules segment --dataset glas --data-dir data/GlaS --model rwkv_unet_s --size 256 --out results/glas.zarr"))
+@click.option("--dataset", type=click.Choice(tuple(DATASETS)), default="demo", show_default=True,
+              help="Dataset layout (docs/datasets.md).")
 @click.option("--data-dir", default=None, help="Dataset folder in its published layout (not for demo).")
-@click.option("--model", default="rwkv_unet_t", show_default=True,
-              help="rwkv_unet, rwkv_unet_s, rwkv_unet_t or rwkv_unet_test.")
-@click.option("--size", type=click.IntRange(min=16), default=128, show_default=True,
+@click.option("--model", type=click.Choice(SEGMENT_MODELS), default="rwkv_unet_t", show_default=True,
+              help="RWKV-UNet variant (docs/rwkv-unet.md).")
+@click.option("--size", type=click.IntRange(min=16, max=8192), default=128, show_default=True, callback=_side,
               help="Training/inference side in pixels (multiple of 16).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: dataset recipe, demo 40].")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Global batch size [default: dataset recipe, demo 4].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="AdamW weight decay.")
+@click.option("--lr", type=Finite(min=0, min_open=True), default=1e-3, show_default=True, help="AdamW learning rate.")
+@click.option("--weight-decay", type=Finite(min=0), default=1e-4, show_default=True, help="AdamW weight decay.")
 @click.option("--schedule", type=click.Choice(["poly", "cosine"]), default="poly", show_default=True,
               help="Per-iteration learning-rate schedule.")
-@click.option("--ce-weight", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Weight of CE/BCE.")
-@click.option("--dice-weight", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Weight of soft Dice.")
+@click.option("--ce-weight", type=Finite(min=0), default=0.5, show_default=True, help="Weight of CE/BCE.")
+@click.option("--dice-weight", type=Finite(min=0), default=0.5, show_default=True, help="Weight of soft Dice.")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Flips, rot90, rotation, crop, intensity.")
 @click.option("--split", type=click.Choice(["auto", "official", "random"]), default="auto", show_default=True,
               help="Official split where it exists (auto) or seeded 8:1:1 random.")
-@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the first random split.")
+@click.option("--split-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the first random split.")
 @click.option("--splits", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of random splits (seeds S, S+1, ...); mean ± sd over them.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, shuffling and augmentation.")
-@click.option("--clip-grad", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of weights, shuffling and augmentation.")
+@click.option("--clip-grad", type=Finite(min=0), default=1.0, show_default=True,
               help="Max gradient norm (0: off).")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "off"]), default="auto", show_default=True,
               help="bf16 autocast on CUDA (auto/bf16); never on CPU.")
-@click.option("--wkv", default="auto", show_default=True, help="Bi-WKV backend.")
-@click.option("--dwconv", type=click.Choice(["auto", "torch", "triton"]), default="auto", show_default=True,
+@click.option("--wkv", type=click.Choice(WKV_BACKENDS), default="auto", show_default=True,
+              help="Bi-WKV backend: auto = Triton on CUDA, scan otherwise; dense and recurrent are references.")
+@click.option("--dwconv", type=click.Choice(DWCONV_BACKENDS), default="auto", show_default=True,
               help="Depthwise-conv backend: auto = Triton for 9×9 on CUDA, cuDNN/torch otherwise.")
 @click.option("--encoder", default=None, metavar="PATH",
               help="Start the encoder from an official ImageNet checkpoint (net_B.pth, net_S.pth, net_T.pth).")
-@click.option("--drop-path", type=click.FloatRange(min=0, max=1), default=None, help="Drop-path rate [default: model's].")
+@click.option("--drop-path", type=Finite(min=0, max=1), default=None, help="Drop-path rate [default: model's].")
 @click.option("--tta", is_flag=True, help="Flip test-time augmentation at test.")
 @click.option("--binary-softmax", is_flag=True, help="Binary data: two logits with softmax (default one, sigmoid).")
 @click.option("--empty", type=click.Choice(["strict", "transunet"]), default="strict", show_default=True,
@@ -64,10 +78,13 @@ DATASET_NAMES = "demo, glas, busi, kvasir, cvc-clinicdb, cvc-colondb, isic2017, 
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="CPU threads for torch (0: torch's default); 1 keeps CPU numbers the same across "
                    "machines and is fastest on shared cores.")
-@click.option("--out", default=None, help="Result store [default: results/segment-DATASET.zarr].")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoints.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store and its checkpoints.")
-@quiet_option
+@click.option("--out", default=None,
+              help="Result store; the same command again resumes it from its checkpoints (next to it, "
+                   "OUT.ckpt)  [default: results/segment-DATASET.zarr]")
+@click.option("--resume", is_flag=True, help="Resume --out (the default for a store biorules wrote; kept for scripts).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --out and its checkpoints that biorules wrote (never anything else).")
+@output_options
 @click.pass_context
 def segment(ctx: click.Context, **options) -> None:
     """Medical image segmentation with RWKV-UNet; without a subcommand, train and test."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from cli.context import Context, pass_context
+from cli.choices import SEGMENT_MODELS as MODELS
+from cli.context import Context, examples, output_options, pass_context
 
-# kept in step with segment.model.VARIANTS (a test checks); listed here so --help needs no torch
-MODELS = ("rwkv_unet", "rwkv_unet_s", "rwkv_unet_t", "rwkv_unet_test")
+MAX_SIDE = 65536
+"""The largest side ``--size`` takes (pixels)."""
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
@@ -18,22 +19,29 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
         raise click.BadParameter(f"expected N or HxW, got {value!r}") from None
     if h < 1 or w < 1:
         raise click.BadParameter(f"sides must be positive, got {value!r}")
+    if max(h, w) > MAX_SIDE:
+        raise click.BadParameter(f"sides must be at most {MAX_SIDE}, got {value!r}")
     return h, w
 
 
-@click.command("info")
+@click.command("info", epilog=examples("biorules segment info --model rwkv_unet_s --size 256",
+                                        "biorules --json segment info --size 512x384 --batch 8"))
 @click.option("--model", "model_name", type=click.Choice(MODELS), default="rwkv_unet_t", show_default=True,
               help="Model variant.")
 @click.option("--size", default="256", show_default=True, callback=_size,
               help="Input size: N (square) or HxW, e.g. 512x384.")
-@click.option("--in-channels", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--num-classes", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--in-channels", type=click.IntRange(min=1, max=4096), default=3, show_default=True,
+              help="Input channels.")
+@click.option("--num-classes", type=click.IntRange(min=1, max=4096), default=1, show_default=True,
+              help="Output classes (1: binary with a sigmoid).")
+@click.option("--batch", type=click.IntRange(min=1, max=65536), default=1, show_default=True,
               help="Batch size for the memory figures (MACs are per image).")
+@output_options
 @pass_context
 def info(obj: Context, model_name: str, size: tuple[int, int], in_channels: int, num_classes: int,
          batch: int) -> None:
-    """Parameters, MACs (paper convention), peak forward memory (fp32) and tokens per stage."""
+    """Parameters, MACs (paper convention), peak forward memory (fp32) and tokens per stage
+    (docs/rwkv-unet.md)."""
     from segment.info import model_info
 
     r = model_info(model_name, size, in_channels=in_channels, num_classes=num_classes, batch=batch)

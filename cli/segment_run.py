@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import click
 
-from cli.context import EXIT_USAGE, Context, pass_context, quiet_option
+from cli.context import EXIT_USAGE, Context, examples, output_options, pass_context, usage
+from segment.data import DATASETS
 
 
 def _fmt(v: tuple[float, float], digits: int = 4) -> str:
@@ -34,21 +36,44 @@ def summary_lines(summary: dict) -> list[str]:
 
 def _bars(obj: Context) -> bool:
     """Progress bars only on a terminal and without --quiet/--json."""
-    return obj.progress and sys.stderr.isatty()
+    return obj.progress
 
 
 WINDOW_HELP = ("Sliding window at the image's own resolution: training-size tiles overlapping by half, "
                "Gaussian weights (sigma = tile/8); default: the whole image resized to the training size.")
 
+PREDICT_WINDOW_HELP = ("Sliding window at each image's own resolution (training-size tiles overlapping by half, "
+                       "Gaussian weights sigma = tile/8), or --resize: the whole image resized to the training "
+                       "size  [default: the window for images larger than the training size, resizing otherwise]")
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 without it)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
 
 def run_train(obj: Context, options: dict) -> None:
-    """Build the config from the group options, train, print the summary."""
+    """Build the config from the group options, train, print the summary.
+
+    The rule for --out is the one of every command: a store biorules wrote is resumed (its
+    configuration must match), anything else refused; checked before any import or work."""
+    from contextlib import nullcontext
+
+    from biorules import store
+
+    out = options.pop("out") or f"results/segment-{options['dataset']}.zarr"
+    resume, overwrite, threads = options.pop("resume"), options.pop("overwrite"), options.pop("threads")
+    lead = _rank() == 0
+    if lead:
+        mode = usage(lambda: store.prepare_out(out, None, overwrite=overwrite))
+        resume = resume or mode == "resume"
     from tqdm.auto import tqdm
 
     from segment.engine import TrainConfig, summarize, train
 
-    out = options.pop("out") or f"results/segment-{options['dataset']}.zarr"
-    resume, overwrite, threads = options.pop("resume"), options.pop("overwrite"), options.pop("threads")
     cfg = TrainConfig(**options)
     echo = tqdm.write if obj.progress else (lambda _m: None)
     import torch
@@ -57,7 +82,9 @@ def run_train(obj: Context, options: dict) -> None:
     if threads:
         torch.set_num_threads(threads)
     try:
-        ds = train(cfg, out, resume=resume, overwrite=overwrite, progress=_bars(obj), echo=echo, command=sys.argv)
+        with store.writer_lock(out) if lead else nullcontext():
+            ds = train(cfg, out, resume=resume, overwrite=overwrite and not resume, progress=_bars(obj), echo=echo,
+                       command=sys.argv)
     finally:
         torch.set_num_threads(before)
     if not ds.data_vars:  # a DDP rank other than 0
@@ -70,35 +97,44 @@ def run_train(obj: Context, options: dict) -> None:
     obj.emit_json(summary)
 
 
-@click.command()
+@click.command(epilog=examples(
+    "biorules segment predict --checkpoint results/segment-demo.ckpt/split0_best.pt --input images/ --out masks/",
+    "biorules segment predict --checkpoint run.ckpt/split0_best.pt --input big/ --out masks/ --window --tta"))
 @click.option("--checkpoint", required=True, help="Checkpoint written by `biorules segment` (*.pt).")
 @click.option("--input", "input_dir", required=True, help="Folder of images to segment.")
 @click.option("--out", "out_dir", required=True, help="Folder for NAME_mask.png and NAME_overlay.png.")
 @click.option("--tta", is_flag=True, help="Average over the 4 flips.")
-@click.option("--window", is_flag=True, help=WINDOW_HELP)
+@click.option("--window/--resize", default=None, help=PREDICT_WINDOW_HELP)
 @click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True,
               help="Images (with --window: tiles) per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@quiet_option
+@output_options
 @pass_context
-def predict(obj: Context, checkpoint: str, input_dir: str, out_dir: str, tta: bool, window: bool, batch: int,
+def predict(obj: Context, checkpoint: str, input_dir: str, out_dir: str, tta: bool, window: bool | None, batch: int,
             device: str) -> None:
     """Segment a folder of images with a trained checkpoint (PNG masks and overlays)."""
+    from biorules import store
+
+    usage(lambda: store.check_writable(out_dir, "--out"))
     from segment.engine import predict_folder
 
     written = predict_folder(checkpoint, input_dir, out_dir, tta=tta, device=device, batch=batch,
-                             progress=_bars(obj), window=window)
+                             progress=_bars(obj), window=window, echo=obj.echo)
     obj.echo(f"wrote {len(written) // 2} masks and overlays to {out_dir}")
     obj.emit_json({"out": out_dir, "files": [str(p) for p in written]})
 
 
-@click.command("eval")
+@click.command("eval", epilog=examples(
+    "biorules segment eval --checkpoint results/segment-demo.ckpt/split0_best.pt",
+    "biorules --json segment eval --checkpoint run.ckpt/split0_best.pt --data-dir data/GlaS --window --out eval.zarr"))
 @click.option("--checkpoint", required=True, help="Checkpoint written by `biorules segment` (*.pt).")
-@click.option("--dataset", default=None, help="Dataset [default: the checkpoint's].")
+@click.option("--dataset", type=click.Choice(tuple(DATASETS)), default=None,
+              help="Dataset (docs/datasets.md)  [default: the checkpoint's]")
 @click.option("--data-dir", default=None, help="Dataset folder in its published layout.")
 @click.option("--split", type=click.Choice(["auto", "official", "random"]), default="auto", show_default=True,
               help="Which split's test part to evaluate.")
-@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the random split.")
+@click.option("--split-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the random split.")
 @click.option("--tta", is_flag=True, help="Average over the 4 flips.")
 @click.option("--window", is_flag=True, help=WINDOW_HELP)
 @click.option("--empty", type=click.Choice(["strict", "transunet"]), default="strict", show_default=True,
@@ -107,13 +143,20 @@ def predict(obj: Context, checkpoint: str, input_dir: str, out_dir: str, tta: bo
               help="Smallest predicted object (pixels) for object metrics.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", default=None, help="Write per-image metrics to this zarr store.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out store.")
-@quiet_option
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --out store that biorules wrote (never anything else).")
+@output_options
 @pass_context
 def evaluate(obj: Context, checkpoint: str, dataset: str | None, data_dir: str | None, split: str, split_seed: int,
              tta: bool, window: bool, empty: str, min_area: int, device: str, out: str | None,
              overwrite: bool) -> None:
     """Test a checkpoint on a dataset's test split: Dice, IoU, HD95 (and GlaS object metrics)."""
+    from biorules import store
+
+    if out is not None:
+        mode = usage(lambda: store.prepare_out(out, None, overwrite=overwrite))
+        if mode == "resume":
+            raise click.UsageError(f"--out {out} exists; pass --overwrite to replace it or choose another --out")
     from segment.engine import evaluate_checkpoint, summarize
 
     ds = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, split=split, split_seed=split_seed,
@@ -125,10 +168,11 @@ def evaluate(obj: Context, checkpoint: str, dataset: str | None, data_dir: str |
     obj.emit_json(summary)
 
 
-@click.command()
-@click.option("--dataset", required=True, help="Dataset layout.")
+@click.command(epilog=examples("biorules segment verify --dataset glas --data-dir data/GlaS",
+                               "biorules --json segment verify --dataset kvasir --data-dir data/Kvasir-SEG"))
+@click.option("--dataset", type=click.Choice(tuple(DATASETS)), required=True, help="Dataset layout (docs/datasets.md).")
 @click.option("--data-dir", default=None, help="Dataset folder in its published layout.")
-@quiet_option
+@output_options
 @pass_context
 def verify(obj: Context, dataset: str, data_dir: str | None) -> None:
     """Check a dataset folder: pairs complete, images decodable, mask values and sizes; list every problem."""

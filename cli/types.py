@@ -6,6 +6,9 @@ import math
 
 import click
 
+MAX_VALUES = 10_000
+"""The most values a range may expand to (a tiny step would otherwise plan billions of cells)."""
+
 
 class RangeParam(click.ParamType):
     """``START:STOP[:STEP]`` (both ends included) or a comma list, as a tuple of positive floats.
@@ -60,7 +63,11 @@ class RangeParam(click.ParamType):
             raise _RangeError("the step must be positive")
         if stop < start:
             raise _RangeError("the range is reversed (STOP < START)")
-        n = int(math.floor((stop - start) / step + 1e-9)) + 1
+        count = (stop - start) / step + 1e-9
+        if count + 1 > MAX_VALUES:
+            raise _RangeError(f"the step gives {math.floor(count) + 1:,.0f} values, more than {MAX_VALUES:,}; "
+                              "use a larger step")
+        n = int(math.floor(count)) + 1
         return tuple(round(start + i * step, 10) for i in range(n))
 
 
@@ -78,3 +85,18 @@ def step_callback(ctx: click.Context, param: click.Parameter, value: float | Non
             raise click.BadParameter("must be positive", ctx=ctx, param=param)
         ctx.meta[STEP_KEY] = value
     return value
+
+
+class Finite(click.FloatRange):
+    """A float in an optional range that must be finite: ``nan`` and ``inf`` are usage errors."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+    def _describe_range(self) -> str:
+        return super()._describe_range() if (self.min is not None or self.max is not None) else "finite"

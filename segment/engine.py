@@ -1,4 +1,4 @@
-"""Training, evaluation and prediction loops for RWKV-UNet (spec §11, §12).
+"""Training, evaluation and prediction loops for RWKV-UNet (docs/rwkv-unet.md).
 
 Training minimises w_ce·CE + w_dice·soft-Dice (``segment.losses``) with AdamW and a per-iteration
 learning rate, poly lr_t = lr·(1 − t/T)^0.9 or cosine lr_t = lr·½(1 + cos(πt/T)), t the
@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from biorules.errors import InputError
+from biorules.errors import DivergedError, InputError
 from biorules.store import STATUS, check_replaceable, mark_checkpoints, replace_written
 from segment import metrics as M
 from segment import results as R
@@ -41,7 +41,7 @@ from segment.data.splits import Split, make_splits
 from segment.dwconv import BACKENDS as DW_BACKENDS
 from segment.losses import LossWeights, ce_dice_loss
 
-#: per-dataset (epochs, batch) defaults (spec §11); the demo is sized for a CPU
+#: per-dataset (epochs, batch) defaults (docs/rwkv-unet.md); the demo is sized for a CPU
 RECIPES: dict[str, tuple[int, int]] = {
     "demo": (40, 4), "glas": (300, 8), "busi": (300, 8), "kvasir": (300, 8), "cvc-clinicdb": (300, 8),
     "cvc-colondb": (300, 8), "isic2017": (100, 16), "synapse": (30, 24), "acdc": (150, 24),
@@ -223,8 +223,8 @@ def read_checkpoint(path: str | Path) -> dict:
         raise InputError(f"--checkpoint {path}: file not found")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unpickling/zip error: the file is not a checkpoint
-        raise InputError(f"--checkpoint {path}: not a readable checkpoint ({type(e).__name__})") from None
+    except Exception:  # any unpickling/zip error: the file is not a checkpoint
+        raise InputError(f"--checkpoint {path}: not a readable checkpoint") from None
     if not isinstance(ck, dict):
         raise InputError(f"--checkpoint {path}: expected a dict, found {type(ck).__name__}")
     return ck
@@ -268,7 +268,7 @@ def checkpoint_dir(out: str | Path) -> Path:
 
 def build_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
     """The variant of ``cfg`` for the data's channels and classes; with ``cfg.encoder`` the encoder
-    starts from that official ImageNet checkpoint (``net_{B,S,T}.pth``, spec §9, strict)."""
+    starts from that official ImageNet checkpoint (``net_{B,S,T}.pth``, docs/rwkv-unet.md, strict)."""
     from segment.model import create_model
 
     model = create_model(cfg.model, in_channels=info.in_channels, num_classes=n_logits(cfg, info), wkv=cfg.wkv,
@@ -340,7 +340,7 @@ def predict_probs(model: nn.Module, images: torch.Tensor, tta: bool = False, amp
     return acc / len(flips)
 
 
-#: sliding window (spec §14, as nnU-Net): tiles overlap by half, Gaussian weights σ = tile/8
+#: sliding window (docs/rwkv-unet.md, as nnU-Net): tiles overlap by half, Gaussian weights σ = tile/8
 WINDOW_OVERLAP = 0.5
 WINDOW_SIGMA = 0.125
 
@@ -529,7 +529,8 @@ def _train(cfg: TrainConfig, out, resume: bool, overwrite: bool, progress: bool,
                 defaults = TrainConfig().to_dict()  # options added since the store was made: their default
                 diff = sorted(k for k in b if a.get(k, defaults.get(k)) != b[k])
                 if diff or not a:
-                    raise InputError(f"--resume: {out} was made with other options ({', '.join(diff) or 'unknown'})")
+                    raise InputError(f"--out {out} holds a run with other options ({', '.join(diff) or 'unknown'}); "
+                                     "repeat them to resume it, pass --overwrite to replace it, or choose another --out")
         else:
             replace_written(out, "--out")
             replace_written(ckdir, "--out's checkpoint folder")
@@ -544,7 +545,13 @@ def _train(cfg: TrainConfig, out, resume: bool, overwrite: bool, progress: bool,
         if int(status[k]) == STATUS["done"]:
             say(f"split {sp.name}: done, skipped")
             continue
-        _train_split(cfg, ds, sp, k, out, ckdir, dims, images, device, rank, size, progress, say, on_epoch_end)
+        try:
+            _train_split(cfg, ds, sp, k, out, ckdir, dims, images, device, rank, size, progress, say, on_epoch_end)
+        except Exception as e:  # never leave the split marked running: it diverged or failed
+            if rank == 0 and not isinstance(e, InputError):
+                code = STATUS["diverged"] if isinstance(e, DivergedError) else STATUS["failed"]
+                R.write_region(out, {"status": np.array([code], np.int8)}, {"split": slice(k, k + 1)}, dims)
+            raise
     if size > 1:
         dist.barrier()
     return R.open_results(out) if rank == 0 else xr.Dataset()
@@ -598,38 +605,45 @@ def _train_split(cfg: TrainConfig, ds: Dataset, sp: Split, k: int, out: Path, ck
         dstats = torch.zeros(3, fg, dtype=torch.float64, device=device)  # per-step host sync
         bar = tqdm(range(iters), desc=f"{sp.name} epoch {epoch}/{cfg.epochs}", disable=not (progress and rank == 0),
                    leave=False, unit="it")
-        for i in bar:
-            lo = i * gbatch + rank * local
-            idx = perm[lo:lo + local]
-            x, y = train_set.batch(idx)
-            x, y = x.to(device), y.to(device)
-            if params is not None:
-                x, y = A.apply(x, y, A.slice_params(params, slice(lo, lo + local)))
-            x = normalise(x, info.mean, info.std).contiguous(memory_format=fmt)
-            lr = lr_at((epoch - 1) * iters + i, total, cfg.lr, cfg.schedule)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with _autocast(device, cfg.amp):
-                logits = ddp_model(x)
-            loss = ce_dice_loss(logits.float(), y, weights, sync)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            opt.step()
-            loss_sum += loss.detach().double()
-            with torch.no_grad():
-                pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-                for c in range(1, fg + 1):
-                    pc, gc = pred == c, y == c
-                    dstats[:, c - 1] += torch.stack([(pc & gc).sum(), pc.sum(), gc.sum()]).double()
-            if not bar.disable and (i % 10 == 9 or i == iters - 1):
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        try:
+            for i in bar:
+                lo = i * gbatch + rank * local
+                idx = perm[lo:lo + local]
+                x, y = train_set.batch(idx)
+                x, y = x.to(device), y.to(device)
+                if params is not None:
+                    x, y = A.apply(x, y, A.slice_params(params, slice(lo, lo + local)))
+                x = normalise(x, info.mean, info.std).contiguous(memory_format=fmt)
+                lr = lr_at((epoch - 1) * iters + i, total, cfg.lr, cfg.schedule)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                with _autocast(device, cfg.amp):
+                    logits = ddp_model(x)
+                loss = ce_dice_loss(logits.float(), y, weights, sync)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.clip_grad > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                opt.step()
+                loss_sum += loss.detach().double()
+                with torch.no_grad():
+                    pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+                    for c in range(1, fg + 1):
+                        pc, gc = pred == c, y == c
+                        dstats[:, c - 1] += torch.stack([(pc & gc).sum(), pc.sum(), gc.sum()]).double()
+                if not bar.disable and (i % 10 == 9 or i == iters - 1):
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        except (RuntimeError, ValueError) as e:  # a forward pass on weights that are no longer finite
+            if not _finite_parameters(model):
+                raise _diverged(sp, epoch, cfg) from e
+            raise
         bar.close()
         if size > 1:
             dist.all_reduce(dstats)
         dstats = dstats.cpu()
         loss_sum = float(loss_sum)
+        if not math.isfinite(loss_sum):
+            raise _diverged(sp, epoch, cfg)
         elapsed = time.perf_counter() - t0
         if rank == 0:
             row = {
@@ -671,6 +685,15 @@ def _train_split(cfg: TrainConfig, ds: Dataset, sp: Split, k: int, out: Path, ck
                             empty=cfg.empty, min_area=cfg.min_area)
         write_test(out, k, ev, images, dims, best_epoch)
         say(f"{sp.name}: tested epoch {best_epoch}, test Dice {np.nanmean(ev.dice):.4f}")
+
+
+def _finite_parameters(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _diverged(sp: Split, epoch: int, cfg: TrainConfig) -> DivergedError:
+    return DivergedError(f"split {sp.name} diverged in epoch {epoch}: the loss or the weights are no longer finite; "
+                         f"lower --lr (now {cfg.lr:g})")
 
 
 def _nanmean0(a: np.ndarray) -> np.ndarray:
@@ -775,10 +798,13 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.nd
 
 
 def predict_folder(checkpoint: str | Path, input_dir: str | Path, out_dir: str | Path, *, tta: bool = False,
-                   device: str = "auto", batch: int = 4, progress: bool = False, window: bool = False) -> list[Path]:
+                   device: str = "auto", batch: int = 4, progress: bool = False, window: bool | None = None,
+                   echo: Callable[[str], None] | None = None) -> list[Path]:
     """Segment every image in ``input_dir``; write ``NAME_mask.png`` (0/255 for binary, class ids
     otherwise) and ``NAME_overlay.png`` into ``out_dir``. Returns the written paths. ``window``:
-    sliding window at each image's own resolution (``predict_window``) instead of resizing."""
+    sliding window at each image's own resolution (``predict_window``) instead of resizing; None
+    (the default) takes the window for images larger than the training size (resizing them whole
+    merges small objects) and says so through ``echo``."""
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -800,11 +826,16 @@ def predict_folder(checkpoint: str | Path, input_dir: str | Path, out_dir: str |
         raise InputError(f"--out {dst} exists and is not a folder")
     dst.mkdir(parents=True, exist_ok=True)
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
+    windowed = [bool(window) if window is not None else max(im.shape[:2]) > size for im in images]
+    if window is None and any(windowed) and echo is not None:
+        echo(f"{sum(windowed)} of {len(images)} image(s) are larger than the training size {size}: predicted by "
+             "sliding window at their own resolution (--resize resizes them whole instead)")
+    rest = [i for i, w in enumerate(windowed) if not w]
+    jobs = [[i] for i, w in enumerate(windowed) if w] + [rest[j:j + batch] for j in range(0, len(rest), batch)]
     written = []
-    step = 1 if window else batch
-    for i in tqdm(range(0, len(files), step), desc="predict", disable=not progress, leave=False):
-        chunk = images[i:i + step]
-        if window:
+    for idx in tqdm(jobs, desc="predict", disable=not progress, leave=False):
+        chunk = [images[i] for i in idx]
+        if windowed[idx[0]]:
             x = normalise(image_tensor(chunk[0])[None].to(dev), mean, std)
             probs = predict_window(model, x, size, tta=tta, batch=batch)
         else:
@@ -812,7 +843,7 @@ def predict_folder(checkpoint: str | Path, input_dir: str | Path, out_dir: str |
             probs = predict_probs(model, x, tta)
         for j, im in enumerate(chunk):
             lab = probs_to_labels(probs[j], im.shape[:2])
-            stem = files[i + j].stem
+            stem = files[idx[j]].stem
             mask = (lab * 255).astype(np.uint8) if int(meta["num_classes"]) == 2 else lab.astype(np.uint8)
             for name, arr in ((f"{stem}_mask.png", mask), (f"{stem}_overlay.png", overlay(im, lab))):
                 Image.fromarray(arr).save(dst / name)

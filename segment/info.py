@@ -1,6 +1,6 @@
-"""Model facts: parameters, MACs, peak memory of a forward pass, tokens per stage (spec §8).
+"""Model facts: parameters, MACs, peak memory of a forward pass, tokens per stage (docs/rwkv-unet.md).
 
-Conventions (§8):
+Conventions (docs/rwkv-unet.md):
 
 - **executed parameters**: every parameter of the built model (the package builds only modules
   that run; the tests check that each receives a gradient).
@@ -40,7 +40,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def reported_parameters(model: RWKVUNet) -> int:
-    """Parameters under the paper's convention (§8): executed + ImageNet head, final norm and
+    """Parameters under the paper's convention (docs/rwkv-unet.md): executed + ImageNet head, final norm and
     the built-but-unused LayerNorms of the pre-refactor official code."""
     c3 = model.cfg.widths[-1]
     extra = IMAGENET_CLASSES * c3 + IMAGENET_CLASSES + 2 * c3
@@ -53,7 +53,7 @@ def reported_parameters(model: RWKVUNet) -> int:
 
 
 def count_macs(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
-    """MACs of ``model(x)`` per image under the §8 convention, split by top-level part.
+    """MACs of ``model(x)`` per image under the docs/rwkv-unet.md convention, split by top-level part.
 
     Returns {"total", "encoder", "ccm", "decoder", "head", "wkv"}; runs the forward pass once
     (any device, ``meta`` included) with hooks on Conv2d, depthwise ConvNormAct, Linear and
@@ -221,10 +221,16 @@ def model_info(
     with torch.device(dev):
         model = create_model(name, in_channels=in_channels, num_classes=num_classes, wkv="scan")
     model.eval()
-    x = torch.zeros(batch, in_channels, h, w, device=dev)
-    macs = count_macs(model, x[:1])
-    mem_inf = peak_forward_bytes(model, x, training=False)
-    mem_train = peak_forward_bytes(model, x, training=True)
+    try:
+        x = torch.zeros(batch, in_channels, h, w, device=dev)
+        macs = count_macs(model, x[:1])
+        mem_inf = peak_forward_bytes(model, x, training=False)
+        mem_train = peak_forward_bytes(model, x, training=True)
+    except RuntimeError as e:  # a tensor of the forward pass holds more than 2**63 elements or bytes
+        if "overflow" not in str(e):
+            raise
+        raise InputError(f"--size {h}x{w} with --batch {batch} is too large to measure: a tensor of the forward "
+                         "pass would exceed 64-bit sizes; use a smaller --size or --batch") from None
     return {
         "model": name,
         "input": [batch, in_channels, h, w],

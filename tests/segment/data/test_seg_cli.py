@@ -50,9 +50,11 @@ def test_train_predict_eval(tmp_path: Path, capsys) -> None:
     code, _, err = run(["segment", "predict", "--checkpoint", str(ck), "--input", str(tmp_path / "in"),
                         "--out", str(tmp_path / "win"), "--device", "cpu", "--window"], capsys)
     assert code == 0 and (tmp_path / "win" / "x_mask.png").is_file(), err
-    # the same command again refuses to overwrite, --resume finds the run finished
-    code, _, err = run(["segment", *TINY, "--out", str(out)], capsys)
-    assert code == 2 and "--resume" in err
+    # the same command again resumes (the run is finished: its summary); other options are refused
+    code, stdout, err = run(["segment", *TINY, "--out", str(out)], capsys)
+    assert code == 0 and "nucleus" in stdout
+    code, _, err = run(["segment", *TINY, "--lr", "0.01", "--out", str(out)], capsys)
+    assert code == 2 and "other options (lr)" in err and "--overwrite" in err
     code, stdout, err = run(["segment", *TINY, "--out", str(out), "--resume"], capsys)
     assert code == 0 and "nucleus" in stdout
 
@@ -78,7 +80,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, capsys, case:
         fx.save(data / "train_2_anno.bmp", fx.blobs(2, w=fx.W - 4))
         expect = f"mask {data / 'train_2_anno.bmp'} is 44x40 but image"
     elif case == "unknown":
-        args[2], expect = "mnist", "--dataset: unknown dataset 'mnist'"
+        args[2], expect = "mnist", "Invalid value for '--dataset': 'mnist' is not one of 'demo', 'glas'"
     elif case == "encoder":
         args, expect = [*args, "--encoder", str(tmp_path / "net_T.pth")], "net_T.pth"
     elif case == "triton-on-cpu":
