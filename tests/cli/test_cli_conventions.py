@@ -210,3 +210,27 @@ def test_segment_predict_uses_the_window_on_larger_images(tmp_path, capsys):
     assert code == 0 and "sliding window" not in stdout
     assert sorted(p.name for p in Path(tmp_path / "pred2").iterdir()) == [
         "big_mask.png", "big_overlay.png", "small_mask.png", "small_overlay.png"]
+
+
+def test_verify_names_the_damage_and_repair_lets_the_same_command_recompute_it(tmp_path, capsys):
+    out = tmp_path / "l.zarr"
+    scan = ["lyapunov", "--gain", "1,2", "--n", "6", "--seeds", "1", "--exponents", "1", "--steps", "20",
+            "--transient", "5", "--out", str(out)]
+    assert run(["--quiet", *scan], capsys)[0] == 0
+    whole = store.open_store(out).load()
+    assert run(["verify", str(out)], capsys)[:2] == (0, f"{out}: whole\n")
+    (out / "status" / "c" / "1" / "0").unlink()
+    chunk = out / "spectrum" / "c" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:3])
+    code, _, err = run(scan, capsys)  # the rerun refuses the damaged store instead of calling it complete
+    assert code == 2 and "is damaged" in err and "verify --repair" in err
+    code, stdout, err = run(["verify", str(out)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--repair" in err
+    assert "chunk status/c/1/0 of cell (gain=2.0, seed=0) is missing" in stdout
+    assert "chunk spectrum/c/0/0/0 of cell (gain=1.0, seed=0) cannot be decoded" in stdout
+    code, stdout, err = run(["--json", "verify", "--repair", str(out)], capsys)
+    assert code == 0 and _strict(stdout)["repaired_cells"] == 2 and _strict(stdout)["left"] == []
+    assert (store.open_store(out)["status"].values == store.STATUS["pending"]).all()
+    assert run(["--quiet", *scan], capsys)[0] == 0  # the same command recomputes the two cells
+    xr.testing.assert_identical(store.open_store(out).load().drop_vars("wall_time").drop_attrs(),
+                                whole.drop_vars("wall_time").drop_attrs())
