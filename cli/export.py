@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.context import Context, pass_context, quiet_option
+from cli.context import Context, examples, output_options, pass_context
 
 
 def _cells(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, object]:
@@ -27,7 +27,9 @@ def _cells(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
     return out
 
 
-@click.command()
+@click.command(epilog=examples(
+    "biorules train --model lif --rule eprop --out results/lif.zarr && biorules export results/lif.zarr lif.nir",
+    "biorules export results/sweep.zarr net.nir --cell gain=1.5 --cell seed=0 --stage initial"))
 @click.argument("store", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["nir"]), default="nir", show_default=True,
@@ -39,7 +41,7 @@ def _cells(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 @click.option("--node", type=click.Choice(["lif", "cubalif"]), default=None,
               help="NIR neuron node of a LIF network  [default: lif (box cell), cubalif (current cell)]")
 @click.option("--no-readout", is_flag=True, help="Leave out the readout: the graph outputs the spikes.")
-@quiet_option
+@output_options
 @pass_context
 def export(ctx: Context, store, out, fmt, cell, stage, node, no_readout) -> None:
     """Export the network stored in STORE (its weights group) to OUT."""
@@ -51,6 +53,11 @@ def export(ctx: Context, store, out, fmt, cell, stage, node, no_readout) -> None
         raise click.BadParameter(f"{out} already exists; choose another path or remove it", param_hint="'OUT'")
     from biorules import export as nir_export
     from biorules import store as stores
+
+    try:
+        stores.check_writable(out, "OUT")
+    except InputError as e:
+        raise click.UsageError(str(e)) from None
     from biorules.weights import load_network
 
     try:

@@ -107,6 +107,10 @@ CASES = [
     (["segment", "eval", "--checkpoint", "missing.pt"], 2, "--checkpoint"),
     (["segment", "eval", "--checkpoint", "missing.pt", "--out", "userdir", "--overwrite"], 2, "did not write"),
     (["segment", "verify", "--dataset", "glas", "--data-dir", "nowhere"], 2, "nowhere"),
+    # export
+    (["export", "nowhere.zarr", "net.nir"], 2, "nowhere.zarr"),
+    (["export", "lyap.zarr", "afile/net.nir"], 2, "OUT"),
+    (["export", "lyap.zarr", "net.nir", "--cell", "gain"], 2, "--cell"),
     # verify
     (["verify", "nowhere.zarr"], 2, "nowhere.zarr"),
     (["verify", "userdir"], 2, "userdir"),
@@ -181,6 +185,6 @@ def test_the_table_covers_every_command():
 
     assert len(CASES) >= 40
     first = {c[0][0] for c in CASES} | {c[0][1] for c in CASES if len(c[0]) > 1 and c[0][0] == "--json"}
-    mine = set(COMMANDS) - {"report", "export"}  # those two have their own tests
+    mine = set(COMMANDS) - {"report"}  # it has its own tests
     assert mine <= first
     assert set(SUBCOMMANDS) <= {c[0][1] for c in CASES if c[0][0] == "segment"}
