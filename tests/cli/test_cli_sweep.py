@@ -9,7 +9,7 @@ from cli_runner import run_cli
 
 def test_sweep_cli(tmp_path):
     out = tmp_path / "s.zarr"
-    args = ["sweep", "--gain", "0.5:1.0", "--step", "0.5", "--rules", "bptt,eprop", "--seeds", "1", "--n", "8",
+    args = ["sweep", "--gain", "0.5:1.0", "--step", "0.5", "--rules", "bptt,eprop", "--floss", "none", "--seeds", "1", "--n", "8",
             "--updates", "3", "--exponents", "1", "--workers", "1", "--out", str(out)]
     res = run_cli(["--quiet", *args], tmp_path)
     assert res.returncode == 0, res.stderr
