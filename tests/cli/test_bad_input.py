@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from cli_runner import run_in_process
 
 from cli.main import main
 
@@ -132,13 +133,7 @@ def _digest(root: Path) -> str:
 
 
 def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_in_process(args, capsys)
 
 
 @pytest.fixture(scope="module")

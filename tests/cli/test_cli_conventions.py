@@ -14,10 +14,10 @@ from pathlib import Path
 
 import click
 import xarray as xr
-from cli_runner import run_cli
+from cli_runner import run_cli, run_in_process
 
 from biorules import store
-from cli.main import COMMANDS, cli, main
+from cli.main import COMMANDS, cli
 
 TINY_SWEEP = ["--rules", "bptt", "--floss", "none", "--task", "2af", "--seeds", "1", "--n", "6", "--updates", "3",
               "--exponents", "1", "--workers", "1"]
@@ -25,13 +25,7 @@ TINY_TRAIN = ["--n", "6", "--updates", "2", "--batch", "4", "--exponents", "1"]
 
 
 def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_in_process(args, capsys)
 
 
 def _strict(text: str):
