@@ -172,10 +172,8 @@ def _report(ctx: Context, ds, report_dir: Path | None) -> None:
     """The claims' summary (and, with ``--report``, the figures) of the finished sweep."""
     from biorules import report
 
-    summary = getattr(report, "summary", None)
-    if summary is not None:
-        ctx.echo("")
-        ctx.echo(summary(ds))
-    if report_dir is not None and hasattr(report, "write_report"):
+    ctx.echo("")
+    ctx.echo(report.summary(ds))
+    if report_dir is not None:
         report.write_report(ds, report_dir)
         ctx.echo(f"report: {report_dir}")
