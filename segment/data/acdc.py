@@ -19,6 +19,7 @@ INFO = DatasetInfo(
     name="acdc", num_classes=4, in_channels=1, class_names=("rv", "myo", "lv"), mean=GRAY_MEAN,
     std=GRAY_STD, official_split=True, volumetric=True,
     layout="ACDC_training_slices/patientNNN_frameFF_slice_S.h5 + ACDC_training_volumes/patientNNN_frameFF.h5",
+    epochs=150, batch=24,
 )
 _SLICE = re.compile(r"^patient(\d+)_frame(\d+)_slice_(\d+)$")
 _VOLUME = re.compile(r"^patient(\d+)_frame(\d+)$")

@@ -26,7 +26,9 @@ class DatasetInfo:
     """What a dataset is: classes, channels, normalisation and its official split.
 
     ``num_classes`` counts the background (2 for a binary dataset, whose model has one logit).
-    ``mean``/``std`` are applied to images scaled to [0, 1] (dimensionless).
+    ``mean``/``std`` are applied to images scaled to [0, 1] (dimensionless). The training recipe
+    (docs/rwkv-unet.md) is the dataset's own: ``epochs`` and global ``batch`` when the run gives
+    none; ``random_split_warning`` is said when the data is split at random (e.g. video frames).
     """
 
     name: str
@@ -39,6 +41,9 @@ class DatasetInfo:
     volumetric: bool = False
     instances: bool = False
     layout: str = ""
+    epochs: int = 300
+    batch: int = 8
+    random_split_warning: str = ""
 
     @property
     def binary(self) -> bool:

@@ -26,16 +26,17 @@ from segment.data.base import (
     require_dir,
 )
 
+LEAK_WARNING = "CVC-ClinicDB frames come from videos: random splits leak near-duplicate frames"
 CLINICDB = DatasetInfo(
     name="cvc-clinicdb", num_classes=2, in_channels=3, class_names=("polyp",), mean=IMAGENET_MEAN,
     std=IMAGENET_STD, official_split=False, layout="Original/k.tif + Ground Truth/k.tif",
+    random_split_warning=LEAK_WARNING,
 )
 COLONDB = DatasetInfo(
     name="cvc-colondb", num_classes=2, in_channels=3, class_names=("polyp",), mean=IMAGENET_MEAN,
     std=IMAGENET_STD, official_split=False, layout="images/NAME.png + masks/NAME.png",
 )
 _EXTS = (".tif", ".tiff", ".png", ".bmp", ".jpg")
-LEAK_WARNING = "CVC-ClinicDB frames come from videos: random splits leak near-duplicate frames"
 
 
 def scan_clinicdb(root: Path) -> Scan:

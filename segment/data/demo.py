@@ -18,6 +18,7 @@ from segment.data.base import GRAY_MEAN, GRAY_STD, DatasetInfo, Record, Sample, 
 INFO = DatasetInfo(
     name="demo", num_classes=2, in_channels=1, class_names=("nucleus",), mean=GRAY_MEAN, std=GRAY_STD,
     official_split=True, instances=True, layout="built in (stardist nuclei image, 4x4 tiles)",
+    epochs=40, batch=4,  # sized for a CPU
 )
 TILE = 128
 GRID = 4

@@ -28,6 +28,7 @@ INFO = DatasetInfo(
     name="isic2017", num_classes=2, in_channels=3, class_names=("lesion",), mean=IMAGENET_MEAN,
     std=IMAGENET_STD, official_split=True,
     layout="ISIC-2017_{Training,Validation,Test_v2}_Data/ + ..._Part1_GroundTruth/",
+    epochs=100, batch=16,
 )
 PARTS = (("Training", "train"), ("Validation", "val"), ("Test_v2", "test"))
 

@@ -21,6 +21,7 @@ INFO = DatasetInfo(
     class_names=("aorta", "gallbladder", "kidney_l", "kidney_r", "liver", "pancreas", "spleen", "stomach"),
     mean=GRAY_MEAN, std=GRAY_STD, official_split=True, volumetric=True,
     layout="train_npz/caseXXXX_sliceYYY.npz + test_vol_h5/caseXXXX.npy.h5",
+    epochs=30, batch=24,
 )
 
 

@@ -1,0 +1,122 @@
+"""Devices and process groups: the device to run on, ``torchrun`` (DDP) and global BatchNorm.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the global batch is split across ranks (gloo on CPU, NCCL
+on CUDA); loss statistics and BatchNorm statistics are summed over ranks, so every rank computes
+the loss of the global batch; rank 0 evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from biorules.errors import InputError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else the CPU; a CUDA name without CUDA is an InputError."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device {name}: not a device (auto, cpu, cuda or cuda:N)") from None
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA, where the depthwise kernels and cuDNN read NHWC natively; NCHW elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def autocast(device: torch.device, amp: str) -> torch.autocast:
+    """bf16 autocast on CUDA for ``amp`` auto/bf16; a disabled context elsewhere."""
+    use = device.type == "cuda" and amp in ("auto", "bf16")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the running process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE`` > 1 (gloo on CPU, NCCL on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
+    rank, size = world()
+    if size > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    return rank, size, device
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum of ``t`` over the process group."""
+    from torch.distributed.nn.functional import all_reduce
+
+    with warnings.catch_warnings():  # deprecated in favour of a non-differentiable private API
+        warnings.simplefilter("ignore", FutureWarning)
+        return all_reduce(t)
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are summed over the process group (any device).
+
+    mean = Σx/N, var = Σx²/N − mean² over all ranks (differentiable all-reduce); running
+    statistics use the unbiased N/(N−1) variance, as ``nn.BatchNorm2d`` does.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        c = x.shape[1]
+        xf = x.float()
+        n_local = torch.full((1,), x.numel() / c, dtype=torch.float32, device=x.device)
+        stats = all_reduce_sum(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), n_local]))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0.0)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(m * mean.detach())
+                self.running_var.mul_(1 - m).add_(m * var.detach() * n / max(float(n) - 1, 1.0))
+        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def convert_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` by a :class:`GlobalBatchNorm2d` with the same state."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            new = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            new.to(next(child.buffers(), torch.zeros(())).device)
+            setattr(module, name, new)
+        else:
+            convert_batchnorm(child)
+    return module
+
+
+def wrap_ddp(model: nn.Module, device: torch.device, size: int) -> tuple[nn.Module, nn.Module]:
+    """(module to train, module to call) for ``size`` ranks: global BatchNorm and DDP when > 1."""
+    if size <= 1:
+        return model, model
+    model = convert_batchnorm(model) if device.type != "cuda" else nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model, ddp
