@@ -7,7 +7,9 @@ Pixel metrics, for boolean masks A (prediction) and G (ground truth) of any dime
 HD95: border(X) = X XOR erode(X) (connectivity-1 cross, one iteration, outside = background); the
 directed distances are the Euclidean distance transform of the complement of border(G), sampled
 with ``spacing``, read at border(A), and vice versa; HD95 is ``numpy.percentile(..., 95)`` (linear)
-of the pooled union of both directed sets. Units: pixels unless ``spacing`` is given.
+of the pooled union of both directed sets. Units: pixels (voxels) unless ``spacing`` is given;
+with the voxel spacing of a NIfTI case (mm per voxel along each axis, anisotropic allowed) the
+distances, and so HD95, are in mm (``distance_unit``), as medpy's ``hd95(..., voxelspacing=)``.
 
 Empty masks (medpy raises or divides by zero there), two policies:
 
@@ -79,6 +81,11 @@ def surface_distances(a: np.ndarray, g: np.ndarray, spacing=None) -> np.ndarray:
     ba, bg = border(a), border(g)
     dt = ndimage.distance_transform_edt(~bg, sampling=spacing)
     return dt[ba]
+
+
+def distance_unit(spacing=None) -> str:
+    """Unit of surface distances and HD95: ``"mm"`` with a voxel spacing, ``"px"`` without."""
+    return "px" if spacing is None else "mm"
 
 
 def hd95(pred: np.ndarray, gt: np.ndarray, spacing=None, empty: str = "strict") -> float:

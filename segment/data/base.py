@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from biorules.errors import InputError
+
+if TYPE_CHECKING:
+    from segment.data.volume import VolumeGeometry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,6 +30,8 @@ class DatasetInfo:
     """What a dataset is: classes, channels, normalisation and its official split.
 
     ``num_classes`` counts the background (2 for a binary dataset, whose model has one logit).
+    ``class_values`` are the values class 0, 1, ... have in the mask files (grey level, palette
+    index or RGB colour) where they are not the class ids themselves (empty: they are).
     ``mean``/``std`` are applied to images scaled to [0, 1] (dimensionless). The training recipe
     (docs/rwkv-unet.md) is the dataset's own: ``epochs`` and global ``batch`` when the run gives
     none; ``random_split_warning`` is said when the data is split at random (e.g. video frames).
@@ -41,6 +47,7 @@ class DatasetInfo:
     volumetric: bool = False
     instances: bool = False
     layout: str = ""
+    class_values: tuple[int | tuple[int, int, int], ...] = ()
     epochs: int = 300
     batch: int = 8
     random_split_warning: str = ""
@@ -60,8 +67,10 @@ class Record:
     """One 2-D image of a dataset.
 
     ``part`` is the official part ("train", "val", "test", "testA", "testB"); ``key`` is the slice
-    index inside a volume file; ``volume`` groups slices of one 3-D case for volume metrics;
-    ``meta`` holds extra text fields (e.g. the GlaS grade).
+    index inside a volume file, cut along array ``axis`` (NIfTI volumes); ``volume`` groups slices
+    of one 3-D case for volume metrics; ``group`` is what must never be split between training and
+    test (patient, video; None: the volume or the image itself); ``extra_images`` are the files of
+    further input channels; ``meta`` holds extra text fields (e.g. the GlaS grade).
     """
 
     id: str
@@ -72,6 +81,14 @@ class Record:
     key: int | None = None
     volume: str | None = None
     meta: tuple[tuple[str, str], ...] = ()
+    group: str | None = None
+    axis: int | None = None
+    extra_images: tuple[str, ...] = ()
+
+    @property
+    def unit(self) -> str:
+        """What folds keep together: the group, else the volume, else the image."""
+        return self.group or self.volume or self.id
 
 
 @dataclass
@@ -86,10 +103,16 @@ class Sample:
 
 @dataclass
 class Scan:
-    """Result of scanning a dataset folder: records, plus problems found while pairing files."""
+    """Result of scanning a dataset folder: records, plus problems found while pairing files.
+
+    ``info`` replaces the reader's ``INFO`` where the data describes itself (classes, channels of
+    a ``folder`` or ``nnunet`` dataset); ``geometry`` maps each NIfTI case (``Record.volume``) to
+    its :class:`~segment.data.volume.VolumeGeometry`."""
 
     records: list[Record]
     problems: list[str] = field(default_factory=list)
+    info: DatasetInfo | None = None
+    geometry: dict[str, VolumeGeometry] = field(default_factory=dict)
 
 
 def require_dir(path: Path, what: str) -> Path:
