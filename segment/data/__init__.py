@@ -1,19 +1,24 @@
-"""Segmentation datasets: one reader per published layout, verification and splits (docs/datasets.md).
+"""Segmentation datasets: one reader per published layout, verification, splits and folds (docs/datasets.md).
 
 ``open_dataset(name, data_dir)`` scans a folder into :class:`~segment.data.base.Record` s;
 ``verify`` decodes every record and lists every problem; ``make_splits`` builds the official or
-seeded 8:1:1 random splits.
+seeded 8:1:1 random splits, ``make_fold_splits`` K grouped cross-validation folds. ``folder`` and
+``nnunet`` read the user's own data; NIfTI cases carry their geometry (``Dataset.geometry``).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from biorules.errors import InputError
 from segment.data.base import DatasetInfo, Record, Sample, Scan
+
+if TYPE_CHECKING:
+    from segment.data.volume import VolumeGeometry
 
 __all__ = [
     "DATASETS", "Dataset", "DatasetInfo", "Record", "Sample", "Scan", "open_dataset", "verify",
@@ -30,18 +35,22 @@ DATASETS: dict[str, tuple[str, str, str, str]] = {
     "isic2017": ("segment.data.isic", "INFO", "scan", "load"),
     "synapse": ("segment.data.synapse", "INFO", "scan", "load"),
     "acdc": ("segment.data.acdc", "INFO", "scan", "load"),
+    "folder": ("segment.data.folder", "INFO", "scan", "load"),
+    "nnunet": ("segment.data.nnunet", "INFO", "scan", "load"),
 }
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A scanned dataset: its description, records, the problems found while scanning, a loader."""
+    """A scanned dataset: its description, records, the problems found while scanning, a loader,
+    and the geometry of each NIfTI case (by ``Record.volume``)."""
 
     info: DatasetInfo
     root: Path | None
     records: tuple[Record, ...]
     problems: tuple[str, ...]
     loader: Callable[[Record], Sample]
+    geometry: Mapping[str, VolumeGeometry] = field(default_factory=dict)
 
     def load(self, record: Record) -> Sample:
         return self.loader(record)
@@ -66,9 +75,11 @@ def open_dataset(name: str, data_dir: str | Path | None) -> Dataset:
             raise InputError(f"--data-dir is required for --dataset {name}")
         root = Path(data_dir)
     scan: Scan = getattr(mod, scan_name)(root)
+    info = scan.info or info
     if not scan.records:
         raise InputError(f"--data-dir {root}: no complete image/mask pairs for {name} (expected {info.layout})")
-    return Dataset(info, root, tuple(scan.records), tuple(scan.problems), getattr(mod, load_name))
+    return Dataset(info, root, tuple(scan.records), tuple(scan.problems), getattr(mod, load_name),
+                   dict(scan.geometry))
 
 
 def verify(ds: Dataset, progress: bool = False) -> list[str]:

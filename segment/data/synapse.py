@@ -1,9 +1,16 @@
-"""Synapse multi-organ CT in the TransUNet layout (docs/datasets.md).
+"""Synapse multi-organ CT, in the TransUNet layout or as the raw NIfTI release (docs/datasets.md).
 
-``train_npz/caseXXXX_sliceYYY.npz`` (``image`` float32 in [0, 1], ``label`` uint8, 512²) and
-``test_vol_h5/caseXXXX.npy.h5`` (``image``, ``label``: D×512×512). Optional lists ``train.txt``
-and ``test_vol.txt`` (in ``--data-dir`` or ``lists/lists_Synapse/``) restrict the cases. Test
-volumes become one record per slice, grouped by ``volume`` for 3-D metrics.
+TransUNet layout: ``train_npz/caseXXXX_sliceYYY.npz`` (``image`` float32 in [0, 1], ``label``
+uint8, 512²) and ``test_vol_h5/caseXXXX.npy.h5`` (``image``, ``label``: D×512×512). Optional lists
+``train.txt`` and ``test_vol.txt`` (in ``--data-dir`` or ``lists/lists_Synapse/``) restrict the
+cases. Test volumes become one record per slice, grouped by ``volume`` for 3-D metrics.
+
+Raw release (BTCV "Abdomen", ``RawData/Training/img/imgXXXX.nii.gz`` +
+``RawData/Training/label/labelXXXX.nii.gz``; ``Testing/`` has no labels and is not read): case
+``imgXXXX`` is ``caseXXXX``; TransUNet's 12 test cases (or ``test_vol.txt``) test, the other
+labelled cases train. Each volume is cut along its coarsest spacing, CT values clipped to
+[−125, 275] HU and scaled to [0, 1], and the 13 BTCV labels mapped to TransUNet's 8 (the others
+become background), with the voxel spacing kept for HD95 in mm.
 """
 
 from __future__ import annotations
@@ -44,11 +51,57 @@ def volume_depth(path: str | Path) -> int:
         raise InputError(f"cannot read volume {path}: {e}") from None
 
 
+#: TransUNet's test cases (lists/lists_Synapse/test_vol.txt)
+TEST_CASES = ("case0008", "case0022", "case0038", "case0036", "case0032", "case0002", "case0029", "case0003",
+              "case0001", "case0004", "case0025", "case0035")
+#: HU window of the TransUNet preprocessing
+HU_WINDOW = (-125.0, 275.0)
+#: BTCV label -> class id: 1 spleen, 2 right kidney, 3 left kidney, 4 gallbladder, 6 liver,
+#: 7 stomach, 8 aorta, 11 pancreas kept; esophagus, vena cava, portal/splenic vein, adrenals -> 0
+BTCV_TO_SYNAPSE = np.array([0, 7, 4, 3, 2, 0, 5, 8, 1, 0, 0, 6, 0, 0], np.int64)
+RAW_LAYOUT = "RawData/Training/img/imgXXXX.nii.gz + RawData/Training/label/labelXXXX.nii.gz"
+
+
+def _raw_root(root: Path) -> Path | None:
+    for base in (root, root / "RawData", root / "Abdomen" / "RawData", root / "Abdomen"):
+        if (base / "Training" / "img").is_dir():
+            return base / "Training"
+    return None
+
+
+def scan_raw(root: Path, training: Path) -> Scan:
+    """Records of the raw NIfTI release (module docstring)."""
+    from segment.data.volume import case_name, case_records
+
+    test = set(_read_list(root, "test_vol.txt") or TEST_CASES)
+    records, problems, geometry = [], [], {}
+    labels = {case_name(p).removeprefix("label"): p for p in sorted((training / "label").glob("label*.nii*"))}
+    for p in sorted((training / "img").glob("img*.nii*")):
+        num = case_name(p).removeprefix("img")
+        case = f"case{num}"
+        if num not in labels:
+            problems.append(f"image {p} has no label {training / 'label' / f'label{num}.nii.gz'}")
+            continue
+        try:
+            recs, geo = case_records(case, [str(p)], str(labels[num]), "test" if case in test else "train",
+                                     group=case)
+        except InputError as e:
+            problems.append(str(e))
+            continue
+        records += recs
+        geometry[case] = geo
+    return Scan(records, problems, geometry=geometry)
+
+
 def scan(root: Path) -> Scan:
     require_dir(root, "--data-dir")
     train_dir, test_dir = root / "train_npz", root / "test_vol_h5"
     if not train_dir.is_dir() and not test_dir.is_dir():
-        raise InputError(f"--data-dir {root}: no train_npz/ or test_vol_h5/ (expected {INFO.layout})")
+        raw = _raw_root(root)
+        if raw is not None:
+            return scan_raw(root, raw)
+        raise InputError(f"--data-dir {root}: no train_npz/ or test_vol_h5/ (expected {INFO.layout}, "
+                         f"or the raw release {RAW_LAYOUT})")
     records, problems = [], []
     if train_dir.is_dir():
         names = _read_list(root, "train.txt") or sorted(p.stem for p in train_dir.glob("*.npz"))
@@ -57,7 +110,7 @@ def scan(root: Path) -> Scan:
             if not p.is_file():
                 problems.append(f"{p} listed in train.txt not found")
                 continue
-            records.append(Record(id=n, image=str(p), mask=str(p), part="train"))
+            records.append(Record(id=n, image=str(p), mask=str(p), part="train", group=n.split("_slice")[0]))
     else:
         problems.append(f"{train_dir} not found")
     if test_dir.is_dir():
@@ -72,8 +125,8 @@ def scan(root: Path) -> Scan:
             except InputError as e:
                 problems.append(str(e))
                 continue
-            records += [Record(id=f"{n}_slice{z:03d}", image=str(p), mask=str(p), part="test", key=z, volume=n)
-                        for z in range(depth)]
+            records += [Record(id=f"{n}_slice{z:03d}", image=str(p), mask=str(p), part="test", key=z, volume=n,
+                               group=n) for z in range(depth)]
     else:
         problems.append(f"{test_dir} not found")
     return Scan(records, problems)
@@ -92,6 +145,10 @@ def _check(image: np.ndarray, label: np.ndarray, path: str) -> Sample:
 
 
 def load(record: Record) -> Sample:
+    if record.axis is not None:  # raw NIfTI release
+        from segment.data.volume import load_slice
+
+        return load_slice(record, window=HU_WINDOW, label_map=BTCV_TO_SYNAPSE)
     if record.key is None:
         try:
             with np.load(record.image) as d:

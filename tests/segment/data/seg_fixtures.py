@@ -127,3 +127,114 @@ def make_acdc(root: Path) -> Path:
             f["image"] = rng.random((3, 24, 20)) * 300.0
             f["label"] = rng.integers(0, 4, (3, 24, 20)).astype(np.uint8)
     return root
+
+
+# ----------------------------------------------------------------- the user's own data, NIfTI
+
+#: voxel spacing (mm) of the NIfTI fixtures: anisotropic, coarsest along axis 2
+SPACING = (0.8, 0.7, 3.0)
+VOL = (20, 16, 5)
+
+
+def affine(spacing=SPACING, origin=(-12.0, 30.0, 7.5)) -> np.ndarray:
+    """A voxel-to-world matrix with a flipped first axis, as radiological NIfTI files have."""
+    a = np.diag([-spacing[0], spacing[1], spacing[2], 1.0])
+    a[:3, 3] = origin
+    return a
+
+
+def save_nifti(path: Path, data: np.ndarray, aff: np.ndarray | None = None) -> Path:
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine() if aff is None else aff), str(path))
+    return path
+
+
+def volume_labels(seed: int, shape=VOL, classes: int = 3) -> np.ndarray:
+    """uint8 labels 0..classes-1: one box per foreground class over a few slices."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros(shape, np.uint8)
+    h, w = max(shape[0] // 3, 1), max(shape[1] // 3, 1)
+    for c in range(1, classes):
+        y, x = int(rng.integers(0, shape[0] - h + 1)), int(rng.integers(0, shape[1] - w + 1))
+        z0 = int(rng.integers(0, max(shape[2] - 1, 1)))
+        lab[y:y + h, x:x + w, z0:z0 + 2] = c
+    return lab
+
+
+def volume_image(seed: int, shape=VOL) -> np.ndarray:
+    return (np.random.default_rng(seed).random(shape) * 800.0 - 200.0).astype(np.float32)
+
+
+def make_folder(root: Path, n: int = 5, multiclass: bool = False) -> Path:
+    """images/k.png (RGB) + masks/k.png: 0/255 binary, or RGB colour-coded with a classes.json."""
+    colours = {"background": [0, 0, 0], "gland": [255, 0, 0], "duct": [0, 0, 255]}
+    for k in range(n):
+        save(root / "images" / f"img{k}.png", rgb(k))
+        lab = blobs(k)
+        if multiclass:
+            save(root / "masks" / f"img{k}.png", np.array(list(colours.values()), np.uint8)[lab])
+        else:
+            save(root / "masks" / f"img{k}.png", (lab > 0).astype(np.uint8) * 255)
+    if multiclass:
+        (root / "classes.json").write_text(__import__("json").dumps(colours))
+    return root
+
+
+def make_nnunet_2d(root: Path, n: int = 4) -> Path:
+    """nnU-Net raw 2-D: RGB PNG cases (three channels in _0000) and labels 0..2."""
+    import json
+
+    for k in range(n):
+        save(root / "imagesTr" / f"case{k:03d}_0000.png", rgb(k))
+        save(root / "labelsTr" / f"case{k:03d}.png", blobs(k))
+    save(root / "imagesTs" / "test000_0000.png", rgb(50))
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "gland": 1, "duct": 2},
+        "numTraining": n, "file_ending": ".png"}))
+    return root
+
+
+def make_nnunet_3d(root: Path, n: int = 5, channels: int = 2, slice_axis: int | None = None,
+                   shape=VOL, test: int = 1) -> Path:
+    """nnU-Net raw 3-D: n NIfTI cases with ``channels`` files each, spacing SPACING, labels 0..2."""
+    import json
+
+    for k in range(n):
+        for c in range(channels):
+            save_nifti(root / "imagesTr" / f"vol_{k:03d}_{c:04d}.nii.gz", volume_image(10 * k + c, shape))
+        save_nifti(root / "labelsTr" / f"vol_{k:03d}.nii.gz", volume_labels(k, shape))
+    for k in range(test):
+        for c in range(channels):
+            save_nifti(root / "imagesTs" / f"new_{k:03d}_{c:04d}.nii.gz", volume_image(500 + c, shape))
+    doc = {"channel_names": {str(c): f"MR{c}" for c in range(channels)},
+           "labels": {"background": 0, "rv": 1, "lv": 2}, "numTraining": n, "file_ending": ".nii.gz"}
+    if slice_axis is not None:
+        doc["slice_axis"] = slice_axis
+    (root / "dataset.json").write_text(json.dumps(doc))
+    return root
+
+
+def make_synapse_raw(root: Path, cases=(1, 5, 6)) -> Path:
+    """RawData/Training/{img,label}/img000k.nii.gz with BTCV labels 0..13."""
+    rng = np.random.default_rng(3)
+    for k in cases:
+        save_nifti(root / "RawData" / "Training" / "img" / f"img{k:04d}.nii.gz",
+                   (rng.random(VOL) * 1000 - 500).astype(np.float32))
+        save_nifti(root / "RawData" / "Training" / "label" / f"label{k:04d}.nii.gz",
+                   rng.integers(0, 14, VOL).astype(np.uint8))
+    return root
+
+
+def make_acdc_raw(root: Path, patients=(1, 21, 31, 32)) -> Path:
+    """database/training/patientNNN/patientNNN_frame{01,12}[_gt].nii.gz plus a 4-D file."""
+    rng = np.random.default_rng(4)
+    for p in patients:
+        d = root / "database" / "training" / f"patient{p:03d}"
+        for f in (1, 12):
+            save_nifti(d / f"patient{p:03d}_frame{f:02d}.nii.gz", (rng.random(VOL) * 300).astype(np.float32))
+            save_nifti(d / f"patient{p:03d}_frame{f:02d}_gt.nii.gz", volume_labels(p + f, VOL, 4))
+        save_nifti(d / f"patient{p:03d}_4d.nii.gz", np.zeros((*VOL, 3), np.float32))
+        (d / "Info.cfg").write_text("ED: 1\nES: 12\nGroup: NOR\n")
+    return root
