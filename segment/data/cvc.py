@@ -44,7 +44,27 @@ def scan_clinicdb(root: Path) -> Scan:
     for sub in ("Original", "Ground Truth"):
         if not (base / sub).is_dir():
             raise InputError(f"--data-dir {root}: no '{sub}/' folder (expected {CLINICDB.layout})")
-    return paired_folders(base / "Original", base / "Ground Truth", _EXTS, _EXTS)
+    scan = paired_folders(base / "Original", base / "Ground Truth", _EXTS, _EXTS)
+    return with_groups(scan, base, root)
+
+
+def with_groups(scan: Scan, base: Path, root: Path) -> Scan:
+    """Records grouped by the video each frame comes from, from ``groups.csv`` (``FRAME,VIDEO``
+    rows) next to ``Original/`` or in ``--data-dir``: the release itself lists no sequences, so
+    without the file each frame is its own group and folds warn of the leak."""
+    from dataclasses import replace
+
+    from segment.data.folder import read_groups
+
+    groups = read_groups(base / "groups.csv") or read_groups(root / "groups.csv")
+    if not groups:
+        return scan
+    missing = [r.id for r in scan.records if r.id not in groups]
+    problems = list(scan.problems)
+    if missing:
+        problems.append(f"groups.csv gives no video for frame {missing[0]}"
+                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return Scan([replace(r, group=groups.get(r.id)) for r in scan.records], problems)
 
 
 def scan_colondb(root: Path) -> Scan:
