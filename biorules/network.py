@@ -4,7 +4,11 @@ a-form (default):
 
     a_t = (1 − α) a_{t−1} + α (W h_{t−1} + U x_t + b),    h_t = φ(a_t),    y_t = V h_t + c
 
-with α = dt/τ and a_0 = 0. Every initial scheme gives W an entry variance g²/N, so its bulk
+with α = dt/τ and a_0 = 0 (or a learned a_0, ``learn_a0``). Optional activity noise (``noise`` =
+σ_rec) adds σ_rec √(2α) ξ_t, ξ_t ~ N(0, I), to a_t: the step takes it as η_t = σ_rec √(2/α) ξ_t
+inside the drive (W h + U x + b + η), which the a-form scales by α (the r-form adds η to u_t).
+The noise is an input of the step, drawn by the caller from its own seeded stream, so a rule's
+gradient and BPTT's see the same realisation. Every initial scheme gives W an entry variance g²/N, so its bulk
 spectral radius is ≈ g (exactly g for ``orthogonal``); ``U ~ N(0, 1/n_in)``, ``V ~ N(0, 1/N)``,
 ``b = c = 0``. W is drawn from its own seeded stream and only scaled by g, so networks with the same
 seed and different gains share their random matrix Z.
@@ -58,6 +62,10 @@ class NetworkParams:
     """Number of readout units [1]."""
     seed: int = 0
     """Master seed of W, U and V (independent streams)."""
+    noise: float = 0.0
+    """σ_rec, std of the activity noise σ_rec √(2α) ξ_t added to a_t in training trials [1] (0: off)."""
+    learn_a0: bool = False
+    """Train the initial pre-activation a_0 (starts at 0) as a parameter ``a0`` (N,)."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -72,6 +80,8 @@ class NetworkParams:
             raise InputError(f"sparsity must lie in (0, 1], got {self.sparsity}")
         if self.n_in < 0 or self.n_out < 0:
             raise InputError("n_in and n_out must be non-negative")
+        if not (self.noise >= 0.0 and math.isfinite(self.noise)):
+            raise InputError(f"noise must be a finite non-negative std, got {self.noise}")
         activations.get(self.nonlinearity)
 
     def to_attrs(self) -> dict[str, Any]:
@@ -146,7 +156,7 @@ def build_stack(members: tuple[NetworkParams, ...]) -> RateWeights:
     """
     if not members:
         raise InputError("a stack needs at least one member")
-    shared = ("n", "alpha", "nonlinearity", "n_in", "n_out")
+    shared = ("n", "alpha", "nonlinearity", "n_in", "n_out", "noise", "learn_a0")
     for f in shared:
         if len({getattr(m, f) for m in members}) > 1:
             raise InputError(f"stack members must share {f}; got {sorted({getattr(m, f) for m in members})}")
@@ -195,16 +205,19 @@ def _t(M: Any) -> Any:
     return M.swapaxes(-1, -2)
 
 
-def _drive(h: Any, x: Any, W: Any, U: Any, b: Any) -> Any:
-    """W h + U x + b for states (..., B, N): fused multiply-adds for torch (one BLAS call per term,
-    which is what a step of a small network costs), plain products for numpy."""
+def _drive(h: Any, x: Any, W: Any, U: Any, b: Any, eta: Any = None) -> Any:
+    """W h + U x + b (+ η) for states (..., B, N): fused multiply-adds for torch (one BLAS call per
+    term, which is what a step of a small network costs), plain products for numpy."""
     if isinstance(h, np.ndarray) or h.ndim != W.ndim:
         d = h @ _t(W) + _bias(b, W)
-        return d if x is None else d + x @ _t(U)
+        d = d if x is None else d + x @ _t(U)
+        return d if eta is None else d + eta
     import torch
 
     fma = torch.addmm if W.ndim == 2 else torch.baddbmm
     d = _bias(b, W).expand(*h.shape[:-1], W.shape[-2])
+    if eta is not None:
+        d = d + eta
     if x is not None:
         d = fma(d, x, _t(U))
     return fma(d, h, _t(W))
@@ -218,14 +231,15 @@ class RateState(NamedTuple):
 
 
 def rate_step(
-    state: RateState, x: Any, W: Any, U: Any, b: Any, alpha: float, phi: Callable[[Any], Any]
+    state: RateState, x: Any, W: Any, U: Any, b: Any, alpha: float, phi: Callable[[Any], Any], eta: Any = None
 ) -> RateState:
-    """One a-form step, a_t = (1−α)a_{t−1} + α(W h_{t−1} + U x_t + b); numpy or torch, batched.
+    """One a-form step, a_t = (1−α)a_{t−1} + α(W h_{t−1} + U x_t + b + η_t); numpy or torch, batched.
 
-    ``x`` may be None (autonomous); states are (..., N) with the unit axis last; a stack's W is
-    (S, N, N), its states (S, B, N) and x (S, B, n_in).
+    ``x`` may be None (autonomous), ``eta`` (the noise η_t, shaped like the state) None (no noise);
+    states are (..., N) with the unit axis last; a stack's W is (S, N, N), its states (S, B, N) and
+    x (S, B, n_in).
     """
-    drive = _drive(state.h, x, W, U, b)
+    drive = _drive(state.h, x, W, U, b, eta)
     if isinstance(drive, np.ndarray):
         a = (1.0 - alpha) * state.a + alpha * drive
     else:
@@ -234,13 +248,13 @@ def rate_step(
 
 
 def rate_step_r(
-    state: RateState, x: Any, W: Any, U: Any, b: Any, alpha: float, phi: Callable[[Any], Any]
+    state: RateState, x: Any, W: Any, U: Any, b: Any, alpha: float, phi: Callable[[Any], Any], eta: Any = None
 ) -> RateState:
-    """One r-form step (docs/model.md), u_t = W h_{t−1} + U x_t + b, h_t = (1−α)h_{t−1} + αφ(u_t).
+    """One r-form step (docs/model.md), u_t = W h_{t−1} + U x_t + b + η_t, h_t = (1−α)h_{t−1} + αφ(u_t).
 
     The state's ``a`` field holds u_t; numpy or torch, batched like :func:`rate_step`.
     """
-    u = _drive(state.h, x, W, U, b)
+    u = _drive(state.h, x, W, U, b, eta)
     return RateState(u, (1.0 - alpha) * state.h + alpha * phi(u))
 
 
@@ -256,12 +270,14 @@ def initial_state(batch_shape: tuple[int, ...], n: int, phi: Callable[[Any], Any
 
 
 def simulate(
-    step: Callable[[RateState, Any], RateState],
+    step: Callable[..., RateState],
     state: RateState,
     inputs: Any = None,
     steps: int | None = None,
+    noise: Any = None,
 ) -> tuple[RateState, list[RateState]]:
-    """The one time loop: apply ``step(state, x_t)`` over ``inputs`` (T, ...) or ``steps`` times.
+    """The one time loop: apply ``step(state, x_t)`` over ``inputs`` (T, ...) or ``steps`` times;
+    with ``noise`` (T, ..., N), ``step(state, x_t, η_t)``.
 
     Returns the final state and every step's state (a_1..a_T), for numpy and torch alike.
     """
@@ -270,7 +286,8 @@ def simulate(
     n_steps = len(inputs) if inputs is not None else steps
     states = []
     for t in range(n_steps):
-        state = step(state, None if inputs is None else inputs[t])
+        x_t = None if inputs is None else inputs[t]
+        state = step(state, x_t) if noise is None else step(state, x_t, noise[t])
         states.append(state)
     return state, states
 
@@ -320,13 +337,17 @@ def _torch_module():
             self.params = tuple(params) if stacked else params
             first = self.params[0] if stacked else params
             self.members = len(self.params) if stacked else None
-            self.alpha, self.n = first.alpha, first.n
+            self.alpha, self.n, self.noise = first.alpha, first.n, first.noise
             self.nl = activations.get(first.nonlinearity)
             w = build_stack(self.params) if stacked else build_weights(params)
             as_param = lambda v: nn.Parameter(torch.as_tensor(v, dtype=dtype))  # noqa: E731
             self.W, self.U, self.b = as_param(w.W), as_param(w.U), as_param(w.b)
             self.V, self.c = as_param(w.V), as_param(w.c)
             self.register_buffer("mask", None if w.mask is None else torch.as_tensor(w.mask, dtype=dtype))
+            if first.learn_a0:
+                self.a0 = nn.Parameter(torch.zeros_like(self.b))  # a_0, (N,) or (S, N), starts at 0
+            else:
+                self.a0 = None
 
         @property
         def member_params(self) -> tuple[NetworkParams, ...]:
@@ -335,10 +356,13 @@ def _torch_module():
 
         def initial_state(self, batch: int) -> RateState:
             shape = (batch,) if self.members is None else (self.members, batch)
-            return initial_state(shape, self.n, self.nl.phi, like=self.W)
+            if self.a0 is None:
+                return initial_state(shape, self.n, self.nl.phi, like=self.W)
+            a = _bias(self.a0, self.W).expand(*shape, self.n)  # the learned a_0 in every trial
+            return RateState(a, self.nl.phi(a))
 
-        def step(self, state: RateState, x: Any) -> RateState:
-            return rate_step(state, x, self.W, self.U, self.b, self.alpha, self.nl.phi)
+        def step(self, state: RateState, x: Any, eta: Any = None) -> RateState:
+            return rate_step(state, x, self.W, self.U, self.b, self.alpha, self.nl.phi, eta)
 
         def rates(self, state: RateState) -> torch.Tensor:
             return state.h

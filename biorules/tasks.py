@@ -70,6 +70,8 @@ class TaskBatch(NamedTuple):
     """Steps scored by the metric (T, B), bool (decision period; the loss steps for xor/sine)."""
     trials: dict[str, np.ndarray]
     """Trial variables, each (B,): e.g. ``choice`` (1 or 2), ``coherence`` [%]."""
+    noise: np.ndarray | None = None
+    """Activity noise η_t of the network's step (T, B, N), or None (docs/model.md); set by the trainer."""
 
     @property
     def members(self) -> int | None:
@@ -79,15 +81,19 @@ class TaskBatch(NamedTuple):
     def member(self, s: int) -> TaskBatch:
         """Member ``s`` of a stacked batch, as the single batch it was made from."""
         return TaskBatch(self.x[:, s], self.target[:, s], self.mask[:, s], self.decision[:, s],
-                         {k: v[s] for k, v in self.trials.items()})
+                         {k: v[s] for k, v in self.trials.items()}, None if self.noise is None else self.noise[:, s])
 
 
 def stack_batches(batches: list[TaskBatch]) -> TaskBatch:
     """One batch for a stack of networks: member s of the result is ``batches[s]``."""
     if not batches:
         raise InputError("a stack needs at least one batch")
+    noisy = [b.noise is not None for b in batches]
+    if any(noisy) and not all(noisy):
+        raise InputError("stacked batches must all carry noise or none")
     return TaskBatch(*(np.stack([getattr(b, f) for b in batches], axis=1) for f in ("x", "target", "mask", "decision")),
-                     {k: np.stack([b.trials[k] for b in batches]) for k in batches[0].trials})
+                     {k: np.stack([b.trials[k] for b in batches]) for k in batches[0].trials},
+                     np.stack([b.noise for b in batches], axis=1) if all(noisy) else None)
 
 
 def _member_sum(v: Any, stacked: bool) -> Any:

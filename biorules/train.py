@@ -69,11 +69,14 @@ DEFAULT_LYAPUNOV = {"transient_tau": 50.0, "ons_transient_tau": 10.0, "steps_tau
 """Quick spectrum settings (in τ) for before/after training: transient, Q warm-up, accumulation."""
 
 
-SEED_STREAMS = ("network", "feedback", "train", "eval", "lyapunov", "test", "probe")
+SEED_STREAMS = ("network", "feedback", "train", "eval", "lyapunov", "test", "probe", "noise")
 """Streams spawned from a master seed: W, U, V (network), B (feedback), training batches, the
-monitoring batch, Q₀ and the spectrum's initial states (lyapunov), the final test trials and the
-trials that drive the task-conditioned spectrum (probe). New streams are appended, so the earlier
-ones never change."""
+monitoring batch, Q₀ and the spectrum's initial states (lyapunov), the final test trials, the
+trials that drive the task-conditioned spectrum (probe) and the activity noise of training,
+monitoring and test trials (noise). New streams are appended, so the earlier ones never change."""
+
+ONLINE_RULES = ("eprop", "eprop-random", "rflo")
+"""Rules that can apply their update at every time step (``online=True``)."""
 
 CONDITIONS = ("autonomous", "fixation", "task")
 """Spectrum conditions: x = 0; the task's constant fixation input x_fix (folded into the bias,
@@ -174,6 +177,9 @@ class TrainConfig:
     """Its :class:`~biorules.flossing.FlossSchedule` (default E_p = 50, E_f = 10, E_i = 50, N_i = 2)."""
     floss_driven: bool = True
     """Flossing windows driven by the task's trials (else autonomous)."""
+    online: bool = False
+    """Apply the rule's update at every loss step of a trial, as it runs (:data:`ONLINE_RULES`),
+    instead of once per batch; one update is still one batch of trials."""
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -211,6 +217,10 @@ class TrainConfig:
             raise InputError(f"unknown spectrum condition {bad[0] if bad else '(none)'}; choose from {', '.join(CONDITIONS)}")
         if self.floss is not None and self.model != "rate":
             raise InputError("flossing is defined for rate networks only; use --model rate")
+        if self.online and self.rule not in ONLINE_RULES:
+            raise InputError(f"online updates need a forward-in-time rule ({', '.join(ONLINE_RULES)}), not {self.rule}")
+        if self.model != "rate" and (getattr(self.network, "noise", 0.0) or getattr(self.network, "learn_a0", False)):
+            raise InputError("activity noise and a learned a0 are options of the rate network (--model rate)")
 
     @property
     def task_name(self) -> str:
@@ -361,6 +371,8 @@ class _Run:
             fb = tuple(s["feedback"] for s in self.streams)
             rule_options.setdefault("feedback_seed", fb if cfg.stacked else fb[0])
         self.rule = get_rule(cfg.rule, kind=cfg.model, **rule_options)
+        sigma = float(getattr(members[0], "noise", 0.0))
+        self.noise_scale = sigma * math.sqrt(2.0 / members[0].alpha) if sigma else 0.0
         self.k = min(int(cfg.n_exponents), members[0].n) if has_spectrum else 0
         self.settings = {**DEFAULT_LYAPUNOV, **cfg.lyapunov}
         self.hook = None
@@ -372,12 +384,23 @@ class _Run:
             self.hook.task = self.task if self.hook.driven else None
 
     # ------------------------------------------------------------------------------ pieces
-    def _batch(self, n: int, draw: list[int]) -> Any:
+    def _batch(self, n: int, draw: list[int], noise: list[np.random.Generator] | None = None) -> Any:
+        """n trials per member from the seeds ``draw``; with activity noise, η_t drawn from ``noise``
+        (one generator per member): η = σ_rec √(2/α) ξ, ξ ~ N(0, I), shape (T, B, N)."""
         from biorules.tasks import stack_batches
 
-        if not self.cfg.stacked:
-            return self.task.batch(n, draw[0])
-        return stack_batches([self.task.batch(n, d) for d in draw])
+        batches = [self.task.batch(n, d) for d in draw]
+        if self.noise_scale:
+            batches = [b._replace(noise=self.noise_scale * g.standard_normal((b.x.shape[0], n, self.members[0].n)))
+                       for b, g in zip(batches, noise, strict=True)]
+        return batches[0] if not self.cfg.stacked else stack_batches(batches)
+
+    def _noise_streams(self, use: str) -> list[np.random.Generator] | None:
+        """One generator per member for the noise of ``use`` (train, eval or test), or None without noise."""
+        if not self.noise_scale:
+            return None
+        which = ("train", "eval", "test").index(use)
+        return [np.random.default_rng(np.random.SeedSequence(s["noise"]).spawn(3)[which]) for s in self.streams]
 
     def _spectra(self) -> tuple[np.ndarray, np.ndarray]:
         """The top-k spectra per τ and their SEM, (S, C, k) each, in every condition of the config
@@ -408,7 +431,8 @@ class _Run:
 
         with torch.no_grad():
             x = torch.as_tensor(data.x, dtype=self.net.W.dtype, device=self.net.W.device)
-            y = self.rule.forward(self.net, x)
+            eta = None if data.noise is None else torch.as_tensor(data.noise, dtype=x.dtype, device=x.device)
+            y = self.rule.forward(self.net, x, eta) if eta is not None else self.rule.forward(self.net, x)
             loss = self.task.loss(y, data)
         return np.atleast_1d(loss.double().cpu().numpy()).copy(), np.atleast_1d(self.task.accuracy(y, data)).astype(float)
 
@@ -433,8 +457,9 @@ class _Run:
 
         n_up = int(cfg.updates)
         eval_at = list(range(0, n_up, int(cfg.eval_every))) + [n_up]
-        eval_data = self._batch(int(cfg.eval_batch), [s["eval"] for s in self.streams])
+        eval_data = self._batch(int(cfg.eval_batch), [s["eval"] for s in self.streams], self._noise_streams("eval"))
         train_rngs = [np.random.default_rng(s["train"]) for s in self.streams]
+        noise_rngs = self._noise_streams("train")
         loss_curve, acc_curve = np.full((S, n_up), np.nan), np.full((S, n_up), np.nan)
         eval_loss, eval_acc = np.full((S, len(eval_at)), np.nan), np.full((S, len(eval_at)), np.nan)
         cos_at = list(range(0, n_up, int(cfg.cosine_every))) if cfg.cosine_every else []
@@ -454,6 +479,20 @@ class _Run:
                 status[s], message[s] = "diverged", why
             alive[:] &= ~bad
 
+        def apply(grads: dict[str, Any]) -> None:
+            """One optimiser step with ``grads`` (zero for diverged members), then Dale's signs."""
+            opt.zero_grad(set_to_none=True)
+            for name, p in net.named_parameters():
+                g = grads[name].to(p.dtype)
+                if not alive.all():
+                    g = g.clone()
+                    g[torch.as_tensor(~alive, device=g.device)] = 0.0
+                p.grad = g
+            opt.step()
+            if dale_sign is not None:
+                with torch.no_grad():
+                    net.W.mul_((net.W * dale_sign >= 0).to(net.W.dtype))
+
         bar = tqdm(total=n_up, disable=not self.progress, desc=f"{cfg.task_name} {cfg.rule}", unit="update", leave=False)
         try:
             for u in range(n_up):
@@ -465,8 +504,12 @@ class _Run:
                     self.hook(u, net)
                 if self.user_hook is not None:
                     self.user_hook(u, net)
-                data = self._batch(int(cfg.batch), [int(r.integers(2**63 - 1)) for r in train_rngs])
-                res = self.rule.gradients(net, data, task)
+                data = self._batch(int(cfg.batch), [int(r.integers(2**63 - 1)) for r in train_rngs], noise_rngs)
+                if cfg.online and u in cos_at:  # the cosine compares gradients at this update's start
+                    g_ref = reference.gradients(net, data, task).grads["W"]
+                    cosines[alive, cos_at.index(u)] = self._cosine(self.rule.gradients(net, data, task).grads["W"],
+                                                                   g_ref)[alive]
+                res = self.rule.gradients(net, data, task, apply=apply) if cfg.online else self.rule.gradients(net, data, task)
                 ok = _finite(res.loss, cfg.stacked)
                 for g in res.grads.values():
                     ok &= _finite(g, cfg.stacked)
@@ -474,22 +517,13 @@ class _Run:
                     diverge(~ok, f"non-finite loss or gradient at update {u}")
                     if not alive.any():
                         break
-                if u in cos_at:
+                if u in cos_at and not cfg.online:
                     g_ref = reference.gradients(net, data, task).grads["W"]
                     cosines[alive, cos_at.index(u)] = self._cosine(res.grads["W"], g_ref)[alive]
                 loss_curve[alive, u] = np.atleast_1d(res.loss.double().cpu().numpy())[alive]
                 acc_curve[alive, u] = np.atleast_1d(task.accuracy(res.y, data))[alive]
-                opt.zero_grad(set_to_none=True)
-                for name, p in net.named_parameters():
-                    g = res.grads[name].to(p.dtype)
-                    if not alive.all():
-                        g = g.clone()
-                        g[torch.as_tensor(~alive, device=g.device)] = 0.0
-                    p.grad = g
-                opt.step()
-                if dale_sign is not None:
-                    with torch.no_grad():
-                        net.W.mul_((net.W * dale_sign >= 0).to(net.W.dtype))
+                if not cfg.online:
+                    apply(res.grads)
                 ok = np.ones(S, dtype=bool)
                 for p in net.parameters():
                     ok &= _finite(p, cfg.stacked)
@@ -513,7 +547,8 @@ class _Run:
         done = np.array([st == "done" for st in status])
         test_loss, test_acc = np.full(S, np.nan), np.full(S, np.nan)
         if done.any():
-            tl, ta = self._evaluate(self._batch(int(cfg.test_batch), [s["test"] for s in self.streams]))
+            tl, ta = self._evaluate(self._batch(int(cfg.test_batch), [s["test"] for s in self.streams],
+                                                self._noise_streams("test")))
             test_loss[done], test_acc[done] = tl[done], ta[done]
         best_acc = np.where(done, np.nanmax(np.where(np.isfinite(eval_acc), eval_acc, -np.inf), axis=1), np.nan)
         last_acc = np.where(done, eval_acc[:, -1], np.nan)

@@ -10,6 +10,7 @@ returns:
     V (stage, output, pre)    readout weights
     c (stage, output)         readout bias
     mask (post, pre)          the fixed 0/1 mask of the ``sparse`` scheme (only when there is one)
+    a0 (stage, post)          the learned initial pre-activation a_0 (only with ``learn_a0``)
 
 A stack adds a leading ``member`` dim, a sweep its cell dims. Values keep the network's dtype
 (float32 by default), so a reloaded network computes bit for bit what the trained one computed.
@@ -51,8 +52,11 @@ STAGES = ("initial", "final")
 DIMS = {"W": ("post", "pre"), "U": ("post", "input"), "b": ("post",), "V": ("output", "pre"), "c": ("output",)}
 """The dims of every weight variable (after the leading cell/member dims and ``stage``)."""
 
-WEIGHT_VARS = (*DIMS, "mask")
-"""Names of the weight variables (``mask`` only for the sparse scheme)."""
+A0_DIMS = ("post",)
+"""The dims of the learned a_0 (``a0``), stored only when the network learns it."""
+
+WEIGHT_VARS = (*DIMS, "mask", "a0")
+"""Names of the weight variables (``mask`` only for the sparse scheme, ``a0`` only with a learned a_0)."""
 
 _UNITS = {"rate": {"W": "1", "U": "1", "b": "1", "V": "1", "c": "1"},
           "lif": {"W": "voltage", "U": "voltage", "b": "voltage", "V": "1", "c": "1"}}
@@ -77,6 +81,8 @@ def network_weights(network: Any) -> dict[str, np.ndarray]:
     """A copy of a network's parameters (W, U, b, V, c and the sparse mask, if any) as numpy
     arrays in the network's dtype (a stack's keep their leading member axis)."""
     out = {name: _numpy(getattr(network, name)).copy() for name in DIMS}
+    if getattr(network, "a0", None) is not None:
+        out["a0"] = _numpy(network.a0).copy()
     mask = getattr(network, "mask", None)
     if mask is not None:
         out["mask"] = _numpy(mask).astype(np.int8)
@@ -116,6 +122,10 @@ def weights_dataset(initial: Mapping[str, Any], final: Mapping[str, Any], params
         if name == "W" and params is not None:
             attrs.update(network_attrs(params, stacked))
         data[name] = xr.Variable(lead + ("stage",) + dims, values, attrs)
+    if "a0" in final:
+        data["a0"] = xr.Variable(lead + ("stage",) + A0_DIMS,
+                                 np.stack([_numpy(initial["a0"]), _numpy(final["a0"])], axis=len(lead)),
+                                 {"units": "1", "long_name": "learned initial pre-activation a_0", "store_group": GROUP})
     if "mask" in final:
         data["mask"] = xr.Variable(lead + DIMS["W"], _numpy(final["mask"]).astype(np.int8),
                                    {"units": "1", "long_name": "fixed connection mask (sparse scheme)",
@@ -150,6 +160,9 @@ def weights_template(params: Any, cells: Mapping[str, Any], dtype: str = "float3
             attrs.update(network_attrs(params, stacked=True))
         data[name] = xr.Variable(lead + ("stage",) + dims,
                                  np.full(shape + (2,) + tuple(sizes[d] for d in dims), np.nan, dtype=dtype), attrs)
+    if getattr(params, "learn_a0", False):
+        data["a0"] = xr.Variable(lead + ("stage",) + A0_DIMS, np.full(shape + (2, params.n), np.nan, dtype=dtype),
+                                 {"units": "1", "long_name": "learned initial pre-activation a_0", "store_group": GROUP})
     coords = {d: (d, np.asarray(v, dtype=object if isinstance(np.atleast_1d(v)[0], str) else None))
               for d, v in cells.items()}
     coords["stage"] = ("stage", np.array(STAGES, dtype=object), {"long_name": "before the first update / after the last"})
@@ -260,6 +273,8 @@ def load_network(store: str | os.PathLike | xr.Dataset, *, stage: str = "final",
     mask = ds["mask"].values if "mask" in ds else None
     ds = ds.sel(stage=stage)
     values = {name: ds[name].values for name in DIMS}
+    if "a0" in ds:
+        values["a0"] = ds["a0"].values
     stacked = "member" in ds.dims
     lead = 1 if stacked else 0
     values["U"] = _trim(values["U"], lead + 1)

@@ -24,7 +24,7 @@ def _default_out(task: str, rule: str, model: str, seed: int) -> Path:
 
 @click.command(epilog=examples(
     "biorules train --task 2af --rule eprop --gain 1.0 --n 64 --updates 400",
-    "biorules --json train --task dms --rule tbptt --window 20 --out results/dms.zarr"))
+    "biorules --json train --task dms --rule rflo --online --noise 0.1 --learn-a0 --n 64 --out results/dms.zarr"))
 @click.option("--task", type=click.Choice(TASKS), default="2af", show_default=True, help="Task (docs/tasks.md).")
 @click.option("--rule", type=click.Choice(RULE_NAMES), default="eprop", show_default=True,
               help="Learning rule (docs/rules.md); lif supports bptt, eprop, eprop-random.")
@@ -38,6 +38,11 @@ def _default_out(task: str, rule: str, model: str, seed: int) -> Path:
               help="φ (rate model).")
 @click.option("--init", type=click.Choice(INITS), default="gaussian", show_default=True,
               help="Initial connectivity (rate model).")
+@click.option("--noise", type=Finite(min=0), default=0.0, show_default=True,
+              help="σ_rec of the activity noise σ_rec√(2α)ξ_t added to a_t in every trial (rate model; 0: off).")
+@click.option("--learn-a0", is_flag=True, help="Learn the initial pre-activation a_0 (rate model; default a_0 = 0).")
+@click.option("--online", is_flag=True,
+              help="Apply eprop/eprop-random/rflo updates at every loss step of a trial, not once per batch.")
 @click.option("--dt", type=Finite(min=0, min_open=True), default=None,
               help="Time step of the task (and of the LIF network) [ms]  [default: 20 rate, 1 lif]")
 @click.option("--updates", type=click.IntRange(min=1), default=2000, show_default=True, help="Training updates.")
@@ -78,7 +83,7 @@ def _default_out(task: str, rule: str, model: str, seed: int) -> Path:
 @overwrite_option
 @output_options
 @pass_context
-def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, dt, updates, batch, lr, optimizer,
+def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, noise, learn_a0, online, dt, updates, batch, lr, optimizer,
           seed, exponents, window, tbptt_mode, form, feedback, floss, floss_pre, floss_every, floss_steps,
           floss_times, floss_exponents, floss_target, floss_lr, threads, out, overwrite) -> None:
     """Train a network on a task with a learning rule; store curves, spectra and final scores.
@@ -100,6 +105,8 @@ def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, d
                 raise InputError(f"{_RULE_FLAGS[key]} does not apply to rule {rule} ({model} model)")
         if floss != "none" and model != "rate":
             raise InputError("--floss is defined for rate networks only (--model rate)")
+        if model != "rate" and (noise or learn_a0):
+            raise InputError("--noise and --learn-a0 are options of the rate network (--model rate)")
         if floss_exponents is not None and floss_exponents > n:
             raise InputError(f"--floss-exponents {floss_exponents} exceeds the {n} units (--n)")
         get_rule(rule, kind=model, **given)  # a bad option value fails here, before any work
@@ -112,9 +119,9 @@ def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, d
             floss_cfg = FlossConfig(mode=floss, n_exponents=floss_exponents, target=floss_target * alpha,
                                     lr=floss_lr, seed=seed)
             schedule = FlossSchedule(pre=floss_pre, every=floss_every, steps=floss_steps, times=floss_times)
-        return TrainConfig(task=task, rule=rule, network=NetworkParams(n=n, gain=gain, alpha=alpha,
-                                                                         nonlinearity=nonlinearity, init=init),
-                           model=model, optimizer=optimizer, lr=lr, batch=batch, updates=updates, seed=seed,
+        network = NetworkParams(n=n, gain=gain, alpha=alpha, nonlinearity=nonlinearity, init=init, noise=noise,
+                                learn_a0=learn_a0)
+        return TrainConfig(task=task, rule=rule, network=network, model=model, online=online, optimizer=optimizer, lr=lr, batch=batch, updates=updates, seed=seed,
                            n_exponents=exponents, rule_options=given, task_options={"dt": dt},
                            floss=floss_cfg, floss_schedule=schedule)
 

@@ -3,7 +3,7 @@
 With δ_t := ∂ℒ/∂a_t and ψ_t = φ'(a_t), for the rate network
 
     δ_t = ψ_t ⊙ Vᵀe_t + D_tᵀδ_{t+1},   δ_{T+1} = 0,   D_tᵀδ = (1−α)δ + αψ_t ⊙ Wᵀδ,
-    ∇W = α Σ_t δ_t h_{t−1}ᵀ,   ∇U = α Σ_t δ_t x_tᵀ,   ∇b = α Σ_t δ_t,
+    ∇W = α Σ_t δ_t h_{t−1}ᵀ,   ∇U = α Σ_t δ_t x_tᵀ,   ∇b = α Σ_t δ_t,   ∇a_0 = D_0ᵀ δ_1 (learned a_0),
 
 and ∇V = Σ_t e_t h_tᵀ, ∇c = Σ_t e_t. :class:`BPTT` gets these by autograd through the network's one
 pure step (a-form, or the rate r-form with ``form="r"``; for the LIF network the surrogate ψ_t
@@ -30,6 +30,7 @@ from biorules.rules.common import (
     inputs,
     mask_recurrent,
     model_step,
+    noise,
     zero_state,
 )
 
@@ -47,13 +48,13 @@ class BPTT:
     def __post_init__(self) -> None:
         check_form(self.form)
 
-    def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, model: torch.nn.Module, x: torch.Tensor, eta: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs y (T, B, n_out) of the network this rule trains."""
-        return forward(model, x, self.form)
+        return forward(model, x, self.form, eta)
 
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
         check_kind(model, self.name, self.kinds)
-        y = forward(model, inputs(model, batch), self.form)
+        y = forward(model, inputs(model, batch), self.form, noise(model, batch))
         loss = task.loss(y, batch)
         grads = mask_recurrent(model, autograd_grads(model, loss))
         return GradResult(grads, y.detach(), loss.detach())
@@ -69,7 +70,7 @@ def manual_gradients(model: torch.nn.Module, batch: Any, task: Any, window: int 
     with torch.no_grad():
         x = inputs(model, batch)
         start = zero_state(model, x.shape[-2])
-        _, states = simulate(model_step(model, "a"), start, x)
+        _, states = simulate(model_step(model, "a"), start, x, noise=noise(model, batch))
         a = torch.stack([s.a for s in states])
         h = torch.stack([s.h for s in states])
         h_prev = torch.cat([start.h[None], h[:-1]])
@@ -97,4 +98,7 @@ def manual_gradients(model: torch.nn.Module, batch: Any, task: Any, window: int 
             "V": torch.einsum("t...bo,t...bn->...on", e, h),
             "c": e.sum(0).sum(-2),
         }
+        if getattr(model, "a0", None) is not None:  # δ_0 = D_0ᵀ δ_1, ψ_0 = φ'(a_0) (truncated: δ^K_1)
+            psi0 = dphi(start.a)
+            grads["a0"] = ((1.0 - alpha) * delta[0] + alpha * psi0 * (delta[0] @ W)).sum(-2)
     return GradResult(mask_recurrent(model, grads), y, loss)

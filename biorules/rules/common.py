@@ -58,24 +58,34 @@ def inputs(model: torch.nn.Module, batch: Any) -> torch.Tensor:
     return torch.as_tensor(batch.x, dtype=model.W.dtype, device=model.W.device)
 
 
-def model_step(model: torch.nn.Module, form: str = "a") -> Callable[[Any, Any], Any]:
-    """``step(state, x_t)`` of ``model`` (the r-form of a rate network with ``form="r"``)."""
+def noise(model: torch.nn.Module, batch: Any) -> torch.Tensor | None:
+    """The batch's activity noise η (T, ..., B, N) as a tensor of the model's dtype, or None."""
+    eta = getattr(batch, "noise", None)
+    if eta is None:
+        return None
+    if getattr(model, "kind", "rate") != "rate":
+        raise InputError("activity noise is defined for rate networks only")
+    return torch.as_tensor(eta, dtype=model.W.dtype, device=model.W.device)
+
+
+def model_step(model: torch.nn.Module, form: str = "a") -> Callable[..., Any]:
+    """``step(state, x_t[, η_t])`` of ``model`` (the r-form of a rate network with ``form="r"``)."""
     if form == "a":
         return model.step
     fn, alpha, phi = step_fn(form), model.alpha, model.nl.phi
-    return lambda s, x: fn(s, x, model.W, model.U, model.b, alpha, phi)
+    return lambda s, x, eta=None: fn(s, x, model.W, model.U, model.b, alpha, phi, eta)
 
 
-def forward(model: torch.nn.Module, x: torch.Tensor, form: str = "a") -> torch.Tensor:
-    """Outputs y (T, ..., n_out) of ``model`` (autograd-able), read out step by step so that only
-    y, never the (T, ..., N) rates, is stacked."""
+def forward(model: torch.nn.Module, x: torch.Tensor, form: str = "a", eta: torch.Tensor | None = None) -> torch.Tensor:
+    """Outputs y (T, ..., n_out) of ``model`` (autograd-able) driven by x (and the noise η), read out
+    step by step so that only y, never the (T, ..., N) rates, is stacked."""
     step = model_step(model, form)
 
-    def observe(carry: tuple[Any, Any], x_t: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        state = step(carry[0], x_t)  # the carry is (state, y of the last step)
+    def observe(carry: tuple[Any, Any], x_t: torch.Tensor, *eta_t: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        state = step(carry[0], x_t, *eta_t)  # the carry is (state, y of the last step)
         return state, model.readout(model.rates(state))
 
-    _, carries = simulate(observe, (model.initial_state(x.shape[-2]), None), x)
+    _, carries = simulate(observe, (model.initial_state(x.shape[-2]), None), x, noise=eta)
     return torch.stack([y for _, y in carries])
 
 
@@ -128,31 +138,49 @@ def loss_steps(batch: Any) -> np.ndarray:
     return batch.mask.reshape(batch.mask.shape[0], -1).any(axis=1)
 
 
+def a0_gradient(model: torch.nn.Module, g: torch.Tensor, t: int, form: str = "a") -> torch.Tensor:
+    """An online rule's ∂ℒ_t/∂a_0 from g_t = ψ_t ⊙ L_t (a-form) or L_t (r-form) at step t ≥ 1.
+
+    Only the leak carries a_0 forward once the recurrent presynaptic dependence is dropped:
+    ∂a_t/∂a_0 = (1−α)^t (a-form), and ∂h_t/∂a_0 = (1−α)^t φ'(a_0) (r-form, h_0 = φ(a_0)).
+    """
+    leak = (1.0 - model.alpha) ** t
+    if form == "a":
+        return leak * g.sum(-2)
+    return leak * model.nl.dphi(model.a0) * g.sum(-2)
+
+
 def online_pass(model: torch.nn.Module, batch: Any, task: Any, B: torch.Tensor, init: Any, advance: Any,
-                learn: Any, step: Callable[[Any, Any], Any] | None = None) -> tuple[Any, Any]:
+                learn: Any, step: Callable[..., Any] | None = None,
+                apply: Callable[[dict[str, torch.Tensor]], None] | None = None) -> tuple[Any, Any]:
     """The one forward-in-time loop of the online rules (e-prop and RFLO, rate and LIF), no autograd.
 
     Each step reads the presynaptic activity of the state it leaves, advances the network by its
-    pure step (``step``, default ``model.step``), then the rule's traces by
-    ``advance(trace, state, pre, x_t)``; on loss steps the learning signal L_t = B e_t (e_t in
-    closed form from the task) goes to ``learn(grads, trace, state, L_t)`` for W, U and b, and the
-    readout gets its exact local gradient Σ e_t r_tᵀ, Σ e_t. ``init(state, x)`` builds the traces.
-    Returns the :class:`~biorules.rules.base.GradResult` and the final traces.
+    pure step (``step``, default ``model.step``; with the batch's noise η_t), then the rule's traces
+    by ``advance(trace, state, pre, x_t)``; on loss steps the learning signal L_t = B e_t (e_t in
+    closed form from the task) goes to ``learn(grads, trace, state, L_t, t)`` for W, U, b (and a_0),
+    and the readout gets its exact local gradient Σ e_t r_tᵀ, Σ e_t. ``init(state, x)`` builds the
+    traces. With ``apply`` (online updates), each loss step's gradient is handed to
+    ``apply(grads_t)`` at once, which may change the parameters before the next step (the traces
+    carry on). Returns the :class:`~biorules.rules.base.GradResult` (gradients summed over the
+    trial) and the final traces.
     """
     from biorules.rules.base import GradResult
 
     step = model.step if step is None else step
     with torch.no_grad():
         x = inputs(model, batch)
+        eta = noise(model, batch)
         state = zero_state(model, x.shape[-2])
         trace = init(state, x)
         grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+        now = grads if apply is None else {n: torch.zeros_like(p) for n, p in model.named_parameters()}
         active = loss_steps(batch)
         ys = x.new_empty((*x.shape[:-1], model.V.shape[-2]))  # y_1..y_T, O(T·n_out)
         loss = x.new_zeros(() if getattr(model, "members", None) is None else (model.members,))
         for t in range(x.shape[0]):
             pre = model.presynaptic(state)
-            state = step(state, x[t])
+            state = step(state, x[t]) if eta is None else step(state, x[t], eta[t])
             trace = advance(trace, state, pre, x[t])
             r = model.rates(state)
             y = model.readout(r)
@@ -161,8 +189,14 @@ def online_pass(model: torch.nn.Module, batch: Any, task: Any, B: torch.Tensor, 
                 continue  # e_t = 0: nothing to learn at this step
             part, e = task.output_error(y[None], batch, slice(t, t + 1))
             e = e[0]
-            learn(grads, trace, state, e @ B.swapaxes(-1, -2))
-            grads["V"] += e.swapaxes(-1, -2) @ r
-            grads["c"] += e.sum(-2)
+            learn(now, trace, state, e @ B.swapaxes(-1, -2), t + 1)
+            now["V"] += e.swapaxes(-1, -2) @ r
+            now["c"] += e.sum(-2)
             loss += part
-    return GradResult(mask_recurrent(model, grads), ys, loss), trace
+            if apply is not None:
+                mask_recurrent(model, now)
+                for n, g in now.items():
+                    grads[n] += g
+                apply(now)
+                now = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    return GradResult(grads if apply is not None else mask_recurrent(model, grads), ys, loss), trace

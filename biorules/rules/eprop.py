@@ -7,7 +7,8 @@ for ``eprop-random``) and ψ_t the network's ψ (φ'(a_t), or the LIF pseudo-der
 **Rate network.** Presynaptic eligibility vectors, O(N + n_in) per trial, all starting at 0:
 
     ε^h_t = (1−α) ε^h_{t−1} + α h_{t−1},   ε^x_t = (1−α) ε^x_{t−1} + α x_t,   ε^1_t = (1−α) ε^1_{t−1} + α
-    ∇W = Σ_t (ψ_t ⊙ L_t)(ε^h_t)ᵀ,   ∇U = Σ_t (ψ_t ⊙ L_t)(ε^x_t)ᵀ,   ∇b = Σ_t (ψ_t ⊙ L_t) ε^1_t.
+    ∇W = Σ_t (ψ_t ⊙ L_t)(ε^h_t)ᵀ,   ∇U = Σ_t (ψ_t ⊙ L_t)(ε^x_t)ᵀ,   ∇b = Σ_t (ψ_t ⊙ L_t) ε^1_t,
+    and, for a learned a_0, ∇a_0 = Σ_t (1−α)^t (ψ_t ⊙ L_t) (its trace is the leak alone).
 
 With B = Vᵀ this equals autograd through a_t = (1−α)a_{t−1} + α(W sg(h_{t−1}) + U x_t + b)
 (docs/rules.md, property 2).
@@ -29,13 +30,21 @@ exact local gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 
 from biorules.rules.base import GradResult
-from biorules.rules.common import check_feedback, check_kind, feedback, forward, online_pass
+from biorules.rules.common import (
+    a0_gradient,
+    check_feedback,
+    check_kind,
+    feedback,
+    forward,
+    online_pass,
+)
 
 
 class EpropTrace(NamedTuple):
@@ -82,12 +91,14 @@ def _rate_traces(model: torch.nn.Module):
         return EpropTrace((1.0 - alpha) * trace.h + alpha * h_prev, (1.0 - alpha) * trace.x + alpha * x_t,
                           (1.0 - alpha) * trace.one + alpha)
 
-    def learn(grads: dict, trace: EpropTrace, state: Any, L: torch.Tensor) -> None:
+    def learn(grads: dict, trace: EpropTrace, state: Any, L: torch.Tensor, t: int) -> None:
         g = model.psi(state) * L  # ψ_t ⊙ L_t, (..., B, N)
         gT = g.swapaxes(-1, -2)
         grads["W"] += gT @ trace.h
         grads["U"] += gT @ trace.x
         grads["b"] += g.sum(-2) * trace.one
+        if getattr(model, "a0", None) is not None:
+            grads["a0"] += a0_gradient(model, g, t)
 
     return init, advance, learn
 
@@ -105,7 +116,7 @@ def _lif_traces(model: torch.nn.Module):
         pre = torch.cat([z_prev, x_t, x_t.new_ones((*x_t.shape[:-1], 1))], dim=-1)  # z_{t−1}, x_t, 1
         return spiking_trace_step(trace, pre, model.psi(state), p)
 
-    def learn(grads: dict, trace: SpikingTrace, state: Any, L: torch.Tensor) -> None:
+    def learn(grads: dict, trace: SpikingTrace, state: Any, L: torch.Tensor, t: int) -> None:
         g = torch.einsum("...bj,...bjp->...jp", L, trace.E)  # L_t Ē_t = [∇W | ∇U | ∇b]
         grads["W"] += g[..., :n]
         grads["U"] += g[..., n:-1]
@@ -133,18 +144,21 @@ class Eprop:
     def __post_init__(self) -> None:
         check_feedback(self.feedback)
 
-    def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return forward(model, x, "a")
+    def forward(self, model: torch.nn.Module, x: torch.Tensor, eta: torch.Tensor | None = None) -> torch.Tensor:
+        return forward(model, x, "a", eta)
 
-    def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
-        return self.run(model, batch, task)[0]
+    def gradients(self, model: torch.nn.Module, batch: Any, task: Any, *,
+                  apply: Callable[[dict[str, torch.Tensor]], None] | None = None) -> GradResult:
+        """Gradients of one batch; with ``apply``, each loss step's gradient is applied at once (online)."""
+        return self.run(model, batch, task, apply=apply)[0]
 
     def feedback_matrix(self, model: torch.nn.Module) -> torch.Tensor:
         """B: Vᵀ of the current readout, or the fixed random matrices of ``feedback_seed``."""
         return feedback(model, self.feedback, self.feedback_seed)
 
-    def run(self, model: torch.nn.Module, batch: Any, task: Any) -> tuple[GradResult, Any]:
+    def run(self, model: torch.nn.Module, batch: Any, task: Any, *,
+            apply: Callable[[dict[str, torch.Tensor]], None] | None = None) -> tuple[GradResult, Any]:
         """The gradients and the final traces of one batch, forward in time."""
         kind = check_kind(model, self.name, self.kinds)
         init, advance, learn = _TRACES[kind](model)
-        return online_pass(model, batch, task, self.feedback_matrix(model), init, advance, learn)
+        return online_pass(model, batch, task, self.feedback_matrix(model), init, advance, learn, apply=apply)

@@ -5,7 +5,8 @@ Native r-form (``form="r"``), u_t = W h_{t−1} + U x_t + b, h_t = (1−α)h_{t�
     P_t   = (1−α) P_{t−1}   + α φ'(u_t) h_{t−1}ᵀ        (N × N)
     P^x_t = (1−α) P^x_{t−1} + α φ'(u_t) x_tᵀ            (N × n_in)
     p^b_t = (1−α) p^b_{t−1} + α φ'(u_t)                 (N)
-    ∇W_ji = Σ_t L_{t,j} P_{t,ji},  and ∇U, ∇b likewise, with L_t = B e_t.
+    ∇W_ji = Σ_t L_{t,j} P_{t,ji},  and ∇U, ∇b likewise, with L_t = B e_t;
+    a learned a_0 (h_0 = φ(a_0)): ∇a_0 = φ'(a_0) ⊙ Σ_t (1−α)^t L_t, carried by the leak alone.
 
 On the a-form (default ``form="a"``) the toolkit uses Murray's trace with u_t → a_t, so ψ_t = φ'(a_t)
 enters inside the low-pass trace (at the presynaptic time) instead of at the time of the learning
@@ -21,6 +22,7 @@ at α = 1 the a-form equals e-prop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -28,6 +30,7 @@ import torch
 
 from biorules.rules.base import GradResult
 from biorules.rules.common import (
+    a0_gradient,
     check_feedback,
     check_form,
     check_kind,
@@ -65,13 +68,16 @@ class RFLO:
         check_form(self.form)
         check_feedback(self.feedback)
 
-    def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return forward(model, x, self.form)
+    def forward(self, model: torch.nn.Module, x: torch.Tensor, eta: torch.Tensor | None = None) -> torch.Tensor:
+        return forward(model, x, self.form, eta)
 
-    def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
-        return self.run(model, batch, task)[0]
+    def gradients(self, model: torch.nn.Module, batch: Any, task: Any, *,
+                  apply: Callable[[dict[str, torch.Tensor]], None] | None = None) -> GradResult:
+        """Gradients of one batch; with ``apply``, each loss step's gradient is applied at once (online)."""
+        return self.run(model, batch, task, apply=apply)[0]
 
-    def run(self, model: torch.nn.Module, batch: Any, task: Any) -> tuple[GradResult, RfloTrace]:
+    def run(self, model: torch.nn.Module, batch: Any, task: Any, *,
+            apply: Callable[[dict[str, torch.Tensor]], None] | None = None) -> tuple[GradResult, RfloTrace]:
         """The gradients and the final traces of one batch, forward in time."""
         check_kind(model, self.name, self.kinds)
         alpha, dphi, n = model.alpha, model.nl.dphi, model.n
@@ -89,10 +95,13 @@ class RFLO:
             trace.b.mul_(1.0 - alpha).add_(psi.reshape(trace.b.shape), alpha=alpha)
             return trace
 
-        def learn(grads: dict, trace: RfloTrace, state: Any, L: torch.Tensor) -> None:
+        def learn(grads: dict, trace: RfloTrace, state: Any, L: torch.Tensor, t: int) -> None:
             grads["W"] += torch.einsum("...bj,...bji->...ji", L, trace.W)
             grads["U"] += torch.einsum("...bj,...bji->...ji", L, trace.U)
             grads["b"] += (L * trace.b).sum(-2)
+            if model.a0 is not None:  # through the leak alone, ψ_t at the signal's time (a-form)
+                g = dphi(state.a) * L if self.form == "a" else L
+                grads["a0"] += a0_gradient(model, g, t, self.form)
 
         B = feedback(model, self.feedback, self.feedback_seed)
-        return online_pass(model, batch, task, B, init, advance, learn, step=model_step(model, self.form))
+        return online_pass(model, batch, task, B, init, advance, learn, step=model_step(model, self.form), apply=apply)

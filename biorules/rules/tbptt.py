@@ -28,6 +28,7 @@ from biorules.rules.common import (
     inputs,
     mask_recurrent,
     model_step,
+    noise,
 )
 
 MODES = ("chunk", "sliding")
@@ -49,14 +50,14 @@ class TBPTT:
         if self.mode not in MODES:
             raise InputError(f"tbptt mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 
-    def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return forward(model, x, "a")
+    def forward(self, model: torch.nn.Module, x: torch.Tensor, eta: torch.Tensor | None = None) -> torch.Tensor:
+        return forward(model, x, "a", eta)
 
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
         check_kind(model, self.name, self.kinds)
         if self.mode == "sliding":
             return manual_gradients(model, batch, task, window=int(self.window))
-        x = inputs(model, batch)
+        x, eta = inputs(model, batch), noise(model, batch)
         K, T = int(self.window), x.shape[0]
         state = model.initial_state(x.shape[-2])
         step = model_step(model, "a")
@@ -64,7 +65,7 @@ class TBPTT:
         ys, loss = [], x.new_zeros(() if model.members is None else (model.members,))
         for start in range(0, T, K):
             stop = min(start + K, T)
-            final, states = simulate(step, state, x[start:stop])
+            final, states = simulate(step, state, x[start:stop], noise=None if eta is None else eta[start:stop])
             y = model.readout(torch.stack([s.h for s in states]))
             ys.append(y.detach())
             if batch.mask[start:stop].any():

@@ -36,17 +36,20 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def detached_autograd(model, batch, task, form: str = "a") -> dict[str, torch.Tensor]:
-    """Autograd with W sg(h_{t−1}) and everything else (the leak) kept (docs/rules.md, property 2 and 4)."""
+    """Autograd with W sg(h_{t−1}) and everything else (the leak) kept (docs/rules.md, property 2 and 4);
+    the batch's activity noise, if any, enters the drive."""
     alpha, phi = model.params.alpha, model.nl.phi
     x = torch.as_tensor(batch.x, dtype=torch.float64)
+    eta = None if batch.noise is None else torch.as_tensor(batch.noise, dtype=torch.float64)
 
-    def step(s: RateState, xt):
+    def step(s: RateState, xt, eta_t=None):
         if form == "a":
-            return rate_step(RateState(s.a, s.h.detach()), xt, model.W, model.U, model.b, alpha, phi)
+            return rate_step(RateState(s.a, s.h.detach()), xt, model.W, model.U, model.b, alpha, phi, eta_t)
         u = s.h.detach() @ model.W.T + xt @ model.U.T + model.b  # r-form with W sg(h_{t−1})
+        u = u if eta_t is None else u + eta_t
         return RateState(u, (1.0 - alpha) * s.h + alpha * phi(u))
 
-    _, states = simulate(step, model.initial_state(x.shape[1]), x)
+    _, states = simulate(step, model.initial_state(x.shape[1]), x, noise=eta)
     y = model.readout(torch.stack([s.h for s in states]))
     names, params = zip(*model.named_parameters(), strict=True)
     grads = torch.autograd.grad(task.loss(y, batch), params)
