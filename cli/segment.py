@@ -55,6 +55,11 @@ def _side(ctx: click.Context, param: click.Parameter, value: int) -> int:
               help="Seed of the first random split.")
 @click.option("--splits", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of random splits (seeds S, S+1, ...); mean ± sd over them.")
+@click.option("--folds", type=click.IntRange(min=0), default=0, show_default=True,
+              help="K-fold cross-validation instead of --split: K disjoint folds, each tested once, never "
+                   "splitting a patient, volume or video (seeded by --split-seed; 0: off).")
+@click.option("--fold", type=click.IntRange(min=0), default=None,
+              help="Run only fold k of --folds (folds as separate jobs, each with its own --out)  [default: all]")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of weights, shuffling and augmentation.")
 @click.option("--clip-grad", type=Finite(min=0), default=1.0, show_default=True,

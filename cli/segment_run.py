@@ -21,7 +21,8 @@ def _fmt(v: tuple[float, float], digits: int = 4) -> str:
 
 def summary_lines(summary: dict) -> list[str]:
     """The summary table: test Dice, IoU, HD95 per class (mean ± sd over splits), object metrics."""
-    lines = [f"{'class':<14}{'Dice':>20}{'IoU':>20}{'HD95 (px)':>22}"]
+    unit = {"pixel": "px"}.get(summary.get("hd95_units", "pixel"), summary.get("hd95_units", "px"))
+    lines = [f"{'class':<14}{'Dice':>20}{'IoU':>20}{f'HD95 ({unit})':>22}"]
     for c, e in summary["classes"].items():
         lines.append(f"{c:<14}{_fmt(e['dice']):>20}{_fmt(e['iou']):>20}{_fmt(e['hd95'], 2):>22}")
         for part, v in e.get("dice_by_part", {}).items():
@@ -91,50 +92,71 @@ def run_train(obj: Context, options: dict) -> None:
         return
     summary = summarize(ds)
     summary["out"] = str(out)
+    summary["hd95_units"] = str(ds["test_hd95"].attrs.get("units", "pixel"))
     obj.echo(f"test results ({summary['splits_done']} split(s), {out}):")
     for line in summary_lines(summary):
         obj.echo(line)
     obj.emit_json(summary)
 
 
+FOLD_HELP = "With --folds: the fold whose test part to evaluate (the checkpoint's own fold)."
+
+
 @click.command(epilog=examples(
     "biorules segment predict --checkpoint results/segment-demo.ckpt/split0_best.pt --input images/ --out masks/",
-    "biorules segment predict --checkpoint run.ckpt/split0_best.pt --input big/ --out masks/ --window --tta"))
-@click.option("--checkpoint", required=True, help="Checkpoint written by `biorules segment` (*.pt).")
-@click.option("--input", "input_dir", required=True, help="Folder of images to segment.")
-@click.option("--out", "out_dir", required=True, help="Folder for NAME_mask.png and NAME_overlay.png.")
+    "biorules segment predict --checkpoint run.ckpt/split0_best.pt --input big/ --out masks/ --window --tta",
+    "biorules segment predict --checkpoint cv.ckpt/split0_best.pt --checkpoint cv.ckpt/split1_best.pt "
+    "--input data/Task/imagesTs --out pred/ --save-probabilities"))
+@click.option("--checkpoint", "checkpoints", required=True, multiple=True,
+              help="Checkpoint written by `biorules segment` (*.pt); repeat it to ensemble several (mean of softmax).")
+@click.option("--input", "input_dir", required=True,
+              help="Folder of images (any format Pillow reads) or NIfTI volumes; nnU-Net's CASE_0000 names "
+                   "group the channels of a case.")
+@click.option("--out", "out_dir", required=True,
+              help="Folder for the masks in the input's format: CASE.nii.gz (the input's affine), "
+                   "NAME_mask.png (0/255, or a palette PNG of class ids listed in classes.json).")
 @click.option("--tta", is_flag=True, help="Average over the 4 flips.")
 @click.option("--window/--resize", default=None, help=PREDICT_WINDOW_HELP)
 @click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Images (with --window: tiles) per forward pass.")
+              help="Slices of a volume (with --window: tiles) per forward pass.")
+@click.option("--save-probabilities", is_flag=True,
+              help="Also write CASE_probabilities.npz: the class probabilities as float16, classes first.")
+@click.option("--overlays/--no-overlays", default=True, show_default=True,
+              help="Also write NAME_overlay.png for 2-D images (the image with the classes in colour).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @output_options
 @pass_context
-def predict(obj: Context, checkpoint: str, input_dir: str, out_dir: str, tta: bool, window: bool | None, batch: int,
-            device: str) -> None:
-    """Segment a folder of images with a trained checkpoint (PNG masks and overlays)."""
+def predict(obj: Context, checkpoints: tuple[str, ...], input_dir: str, out_dir: str, tta: bool, window: bool | None,
+            batch: int, save_probabilities: bool, overlays: bool, device: str) -> None:
+    """Segment a folder of images or volumes with one checkpoint or an ensemble, one case at a time."""
     from biorules import store
 
     usage(lambda: store.check_writable(out_dir, "--out"))
     from segment.engine import predict_folder
 
-    written = predict_folder(checkpoint, input_dir, out_dir, tta=tta, device=device, batch=batch,
-                             progress=_bars(obj), window=window, echo=obj.echo)
-    obj.echo(f"wrote {len(written) // 2} masks and overlays to {out_dir}")
+    written = predict_folder(list(checkpoints), input_dir, out_dir, tta=tta, device=device, batch=batch,
+                             progress=_bars(obj), window=window, echo=obj.echo,
+                             save_probabilities=save_probabilities, overlays=overlays)
+    obj.echo(f"wrote {len(written)} files to {out_dir}")
     obj.emit_json({"out": out_dir, "files": [str(p) for p in written]})
 
 
 @click.command("eval", epilog=examples(
     "biorules segment eval --checkpoint results/segment-demo.ckpt/split0_best.pt",
-    "biorules --json segment eval --checkpoint run.ckpt/split0_best.pt --data-dir data/GlaS --window --out eval.zarr"))
-@click.option("--checkpoint", required=True, help="Checkpoint written by `biorules segment` (*.pt).")
+    "biorules --json segment eval --checkpoint run.ckpt/split0_best.pt --data-dir data/GlaS --window --out eval.zarr",
+    "biorules segment eval --checkpoint cv.ckpt/split0_best.pt --data-dir D --folds 5 --fold 0"))
+@click.option("--checkpoint", "checkpoints", required=True, multiple=True,
+              help="Checkpoint written by `biorules segment` (*.pt); repeat it to ensemble several (mean of softmax).")
 @click.option("--dataset", type=click.Choice(tuple(DATASETS)), default=None,
               help="Dataset (docs/datasets.md)  [default: the checkpoint's]")
 @click.option("--data-dir", default=None, help="Dataset folder in its published layout.")
 @click.option("--split", type=click.Choice(["auto", "official", "random"]), default="auto", show_default=True,
               help="Which split's test part to evaluate.")
 @click.option("--split-seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of the random split.")
+              help="Seed of the random split (and of the folds).")
+@click.option("--folds", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Evaluate a fold of K-fold cross-validation (with --fold) instead of --split.")
+@click.option("--fold", type=click.IntRange(min=0), default=None, help=FOLD_HELP)
 @click.option("--tta", is_flag=True, help="Average over the 4 flips.")
 @click.option("--window", is_flag=True, help=WINDOW_HELP)
 @click.option("--empty", type=click.Choice(["strict", "transunet"]), default="strict", show_default=True,
@@ -147,22 +169,28 @@ def predict(obj: Context, checkpoint: str, input_dir: str, out_dir: str, tta: bo
               help="Replace an existing --out store that biorules wrote (never anything else).")
 @output_options
 @pass_context
-def evaluate(obj: Context, checkpoint: str, dataset: str | None, data_dir: str | None, split: str, split_seed: int,
-             tta: bool, window: bool, empty: str, min_area: int, device: str, out: str | None,
-             overwrite: bool) -> None:
-    """Test a checkpoint on a dataset's test split: Dice, IoU, HD95 (and GlaS object metrics)."""
+def evaluate(obj: Context, checkpoints: tuple[str, ...], dataset: str | None, data_dir: str | None, split: str,
+             split_seed: int, folds: int, fold: int | None, tta: bool, window: bool, empty: str, min_area: int,
+             device: str, out: str | None, overwrite: bool) -> None:
+    """Test a checkpoint (or the ensemble of several) on a dataset's test split or fold: Dice, IoU,
+    HD95 (mm for NIfTI volumes) and the GlaS object metrics."""
     from biorules import store
 
+    if folds == 1 or (fold is not None and fold >= max(folds, 1)) or (folds and fold is None):
+        raise click.BadParameter(f"must be in 0..{folds - 1} for --folds {folds}" if folds > 1 else
+                                 "--folds K (at least 2) and --fold k go together", param_hint="--fold")
     if out is not None:
         mode = usage(lambda: store.prepare_out(out, None, overwrite=overwrite))
         if mode == "resume":
             raise click.UsageError(f"--out {out} exists; pass --overwrite to replace it or choose another --out")
     from segment.engine import evaluate_checkpoint, summarize
 
-    ds = evaluate_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir, split=split, split_seed=split_seed,
-                             tta=tta, empty=empty, min_area=min_area, device=device, out=out, overwrite=overwrite,
-                             progress=_bars(obj), command=sys.argv, window=window)
+    ds = evaluate_checkpoint(list(checkpoints), dataset=dataset, data_dir=data_dir, split=split,
+                             split_seed=split_seed, tta=tta, empty=empty, min_area=min_area, device=device, out=out,
+                             overwrite=overwrite, progress=_bars(obj), command=sys.argv, window=window, folds=folds,
+                             fold=fold)
     summary = summarize(ds)
+    summary["hd95_units"] = str(ds["test_hd95"].attrs.get("units", "pixel"))
     for line in summary_lines(summary):
         obj.echo(line)
     obj.emit_json(summary)

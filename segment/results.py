@@ -58,9 +58,13 @@ def template(
     image_parts: Sequence[str],
     parts: Sequence[str] | None,
     attrs: Mapping[str, object],
+    split_folds: Sequence[int] | None = None,
+    hd95_units: str = "pixel",
 ) -> xr.Dataset:
     """The empty (NaN) result Dataset of a run, all splits pending; ``parts`` None means no object
-    metrics. Its ``title`` is :data:`~biorules.store.SEGMENT_TITLE` unless ``attrs`` says otherwise."""
+    metrics. Its ``title`` is :data:`~biorules.store.SEGMENT_TITLE` unless ``attrs`` says otherwise.
+    ``split_folds`` (cross-validation) adds a ``fold`` coordinate along ``split`` (so
+    ``ds.swap_dims(split="fold")`` indexes by fold); ``hd95_units`` is ``mm`` for NIfTI volumes."""
     sizes = {"split": len(split_names), "epoch": epochs, "class": len(classes), "image": len(images),
              "part": len(parts or ())}
     coords = {
@@ -75,11 +79,15 @@ def template(
     if epochs > 0:
         coords["epoch"] = ("epoch", np.arange(1, epochs + 1), {"long_name": "training epoch"})
         variables = dict(EPOCH_VARS) | variables
+    if split_folds is not None and all(f >= 0 for f in split_folds):
+        coords["fold"] = ("split", np.array(split_folds, dtype=np.int64), {"long_name": "cross-validation fold"})
     if parts:
         coords["part"] = ("part", np.array(parts, dtype=object), {"long_name": "test part"})
         variables |= OBJECT_VARS
     data_vars = {}
     for name, (dims, units, long_name) in variables.items():
+        if name == "test_hd95":
+            units = hd95_units
         data_vars[name] = (dims, np.full([sizes[d] for d in dims], np.nan), {"units": units, "long_name": long_name})
     data_vars["best_epoch"] = ("split", np.full(sizes["split"], -1, np.int64),
                                {"units": "1", "long_name": "epoch selected on validation (-1: none yet)"})

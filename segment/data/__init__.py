@@ -55,6 +55,18 @@ class Dataset:
     def load(self, record: Record) -> Sample:
         return self.loader(record)
 
+    def spacing(self, record: Record) -> tuple[float, float, float] | None:
+        """Voxel spacing (mm) of the record's volume with its slices stacked on axis 0, None
+        where the case has no geometry (a 2-D image, an h5 volume)."""
+        geo = self.geometry.get(record.volume) if record.volume is not None else None
+        return geo.stacked_spacing if geo is not None else None
+
+    @property
+    def hd95_units(self) -> str:
+        """``mm`` when every record lies in a NIfTI volume of known spacing, else ``pixel``."""
+        known = bool(self.geometry) and all(r.volume in self.geometry for r in self.records)
+        return "mm" if known else "pixel"
+
 
 def dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:

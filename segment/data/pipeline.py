@@ -70,12 +70,14 @@ class TrainSet:
 @dataclass
 class EvalItem:
     """One evaluation image: input (resized, or at its own resolution for a sliding window),
-    original-resolution mask and instances."""
+    original-resolution mask and instances; ``spacing`` the voxel spacing (mm) of its volume with
+    the slices stacked on axis 0 (None: distances in pixels)."""
 
     record: Record
     image: torch.Tensor
     mask: np.ndarray
     instances: np.ndarray | None
+    spacing: tuple[float, float, float] | None = None
 
 
 def eval_items(ds: Dataset, records: list[Record], size: int, native: bool = False) -> list[EvalItem]:
@@ -84,5 +86,6 @@ def eval_items(ds: Dataset, records: list[Record], size: int, native: bool = Fal
     for r in records:
         s = ds.load(r)
         mask = s.mask.astype(np.uint8) if s.mask.size and s.mask.max() < 256 else s.mask
-        out.append(EvalItem(r, image_tensor(s.image) if native else resize_image(s.image, size), mask, s.instances))
+        out.append(EvalItem(r, image_tensor(s.image) if native else resize_image(s.image, size), mask, s.instances,
+                            ds.spacing(r)))
     return out

@@ -124,8 +124,18 @@ def official_split(ds: Dataset, seed: int = 0) -> Split:
     return Split("official", -1, tuple(train), tuple(val), tuple(test))
 
 
-def make_splits(ds: Dataset, kind: str = "auto", seed: int = 0, n_splits: int = 1) -> list[Split]:
-    """``n_splits`` splits of kind ``official``, ``random`` or ``auto`` (official where it exists)."""
+def make_splits(ds: Dataset, kind: str = "auto", seed: int = 0, n_splits: int = 1, folds: int = 0,
+                fold: int | None = None) -> list[Split]:
+    """``n_splits`` splits of kind ``official``, ``random`` or ``auto`` (official where it exists);
+    with ``folds`` K > 0 the K cross-validation folds instead (seeded by ``seed``), or only fold
+    ``fold``."""
+    if folds:
+        if fold is not None and not 0 <= fold < folds:
+            raise InputError(f"--fold {fold}: must be in 0..{folds - 1} for --folds {folds}")
+        out = fold_splits(ds, folds, seed)
+        return out if fold is None else [out[fold]]
+    if fold is not None:
+        raise InputError("--fold needs --folds K")
     if kind == "auto":
         kind = "official" if ds.info.official_split else "random"
     if kind == "official":

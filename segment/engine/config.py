@@ -55,6 +55,8 @@ class TrainConfig:
     empty: str = "strict"
     min_area: int = 0
     device: str = "auto"
+    folds: int = 0
+    fold: int | None = None
 
     def resolved(self) -> TrainConfig:
         """The config with the dataset recipe filled in and every value checked (InputError)."""
@@ -74,6 +76,9 @@ class TrainConfig:
             (cfg.dwconv in DW_BACKENDS, f"--dwconv must be one of {', '.join(DW_BACKENDS)}"),
             (cfg.empty in M.POLICIES, f"--empty must be one of {', '.join(M.POLICIES)}"),
             (cfg.splits >= 1, "--splits must be >= 1"),
+            (cfg.folds == 0 or cfg.folds >= 2, "--folds must be at least 2"),
+            (cfg.fold is None or 0 <= cfg.fold < cfg.folds,
+             f"--fold {cfg.fold} must be in 0..{cfg.folds - 1}" if cfg.folds else "--fold needs --folds K"),
             (cfg.ce_weight >= 0 and cfg.dice_weight >= 0 and cfg.ce_weight + cfg.dice_weight > 0,
              "--ce-weight/--dice-weight must be >= 0 and not both 0"),
         ]

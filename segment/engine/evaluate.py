@@ -24,9 +24,8 @@ from segment import results as R
 from segment.data import Dataset, DatasetInfo, Record, open_dataset, verify
 from segment.data.pipeline import EvalItem, eval_items
 from segment.data.splits import Split, make_splits
-from segment.engine.checkpoint import model_from_checkpoint
 from segment.engine.distributed import resolve_device
-from segment.engine.inference import predict_items
+from segment.engine.inference import models_from_checkpoints, predict_items
 
 
 @dataclass
@@ -96,7 +95,9 @@ def score_predictions(items: list[EvalItem], preds: list[np.ndarray], info: Data
             gt = np.stack([items[k].mask for k in ks])
         else:
             pred, gt = preds[ks[0]], items[ks[0]].mask
-        rows.append([M.pixel_metrics(pred == c, gt == c, empty=empty, with_hd95=with_hd95) for c in classes])
+        spacing = items[ks[0]].spacing  # mm for NIfTI volumes, else pixels
+        rows.append([M.pixel_metrics(pred == c, gt == c, spacing=spacing, empty=empty, with_hd95=with_hd95)
+                     for c in classes])
         ids.append(uid)
         parts.append(items[ks[0]].record.part)
     arr = np.asarray(rows, dtype=np.float64).reshape(len(ids), len(classes), 3)
@@ -173,39 +174,45 @@ def _mean_sd(values: np.ndarray) -> tuple[float, float]:
     return (float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
-                        split: str = "auto", split_seed: int = 0, tta: bool = False, empty: str = "strict",
-                        min_area: int = 0, device: str = "auto", batch: int = 8, out: str | Path | None = None,
-                        overwrite: bool = False, progress: bool = False, command: Sequence[str] | None = None,
-                        window: bool = False):
-    """Test a checkpoint on a dataset's test split; per-image metrics as an xarray Dataset
-    (written to ``out`` when given). ``window``: sliding window at each image's own resolution
-    (``predict_window``) instead of the whole image resized to the training size."""
+def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], *, dataset: str | None = None,
+                        data_dir: str | None = None, split: str = "auto", split_seed: int = 0, tta: bool = False,
+                        empty: str = "strict", min_area: int = 0, device: str = "auto", batch: int = 8,
+                        out: str | Path | None = None, overwrite: bool = False, progress: bool = False,
+                        command: Sequence[str] | None = None, window: bool = False, folds: int = 0,
+                        fold: int | None = None):
+    """Test a checkpoint (several: their ensemble, the mean of their softmax) on a dataset's test
+    split, or on fold ``fold`` of ``folds``; per-image metrics as an xarray Dataset (written to
+    ``out`` when given), HD95 in mm for NIfTI volumes. ``window``: sliding window at each image's
+    own resolution (``predict_window``) instead of the whole image resized to the training size."""
     if empty not in M.POLICIES:
         raise InputError(f"--empty must be one of {', '.join(M.POLICIES)}")
+    if folds and fold is None:
+        raise InputError(f"--folds {folds} needs --fold k: the fold whose test part the checkpoint did not see")
     if out is not None and Path(out).exists() and not overwrite:
         raise InputError(f"--out {out} exists; pass --overwrite to replace it")
     if out is not None:
         check_replaceable(out, "--out")
     dev = resolve_device(device)
-    model, meta = model_from_checkpoint(checkpoint, dev)
+    model, meta = models_from_checkpoints(checkpoint, dev)
     name = dataset or str(meta["dataset"])
     ds = open_verified(name, data_dir, progress)
     if ds.info.in_channels != int(meta["in_channels"]) or ds.info.num_classes != int(meta["num_classes"]):
         raise InputError(f"--checkpoint {checkpoint}: trained on {meta['dataset']} "
                          f"({meta['in_channels']} channels, {meta['num_classes']} classes), does not fit {name}")
-    sp = make_splits(ds, split, split_seed, 1)[0]
+    sp = make_splits(ds, split, split_seed, 1, folds=folds, fold=fold)[0]
     size = int(meta["size"])
     items = eval_items(ds, select(ds.records, sp.test), size, native=window)
     ev = evaluate_items(model, items, ds.info, dev, batch=batch, tta=tta, empty=empty, min_area=min_area,
                         window=size if window else None)
     images, parts = image_units(ds, [sp])
-    cfg = {"checkpoint": str(checkpoint), "dataset": name, "data_dir": data_dir, "split": split,
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    cfg = {"checkpoint": ",".join(str(p) for p in paths), "dataset": name, "data_dir": data_dir, "split": split,
            "split_seed": split_seed, "tta": tta, "window": window, "empty": empty, "min_area": min_area, "size": size,
-           "model": str(meta["model"])}
+           "model": str(meta["model"]), "folds": folds, "fold": fold}
     tparts = sorted(set(parts)) if ds.info.instances else None
     tmpl = R.template(split_names=[sp.name], split_seeds=[sp.seed], epochs=0, classes=list(ds.info.class_names),
-                      images=images, image_parts=parts, parts=tparts, attrs=R.run_attrs(cfg, [sp.to_json()], command, dev))
+                      images=images, image_parts=parts, parts=tparts, attrs=R.run_attrs(cfg, [sp.to_json()], command, dev),
+                      split_folds=[sp.fold], hd95_units=ds.hd95_units)
     if out is None:
         import tempfile
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from biorules.errors import InputError
 from segment.data import DatasetInfo
 from segment.data.pipeline import EvalItem, normalise
+from segment.data.predictions import PALETTE
 from segment.engine.checkpoint import model_from_checkpoint
 from segment.engine.distributed import autocast, resolve_device
 
@@ -26,8 +27,6 @@ from segment.engine.distributed import autocast, resolve_device
 WINDOW_OVERLAP = 0.5
 WINDOW_SIGMA = 0.125
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-PALETTE = np.array([[0, 0, 0], [255, 64, 64], [64, 200, 64], [64, 96, 255], [255, 200, 0], [200, 64, 255],
-                    [0, 200, 200], [255, 128, 0], [128, 128, 255]], np.uint8)
 
 
 @torch.no_grad()
@@ -102,55 +101,144 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.nd
     return np.where(fg, (1 - alpha) * rgb + alpha * col, rgb).round().astype(np.uint8)
 
 
-def predict_folder(checkpoint: str | Path, input_dir: str | Path, out_dir: str | Path, *, tta: bool = False,
-                   device: str = "auto", batch: int = 4, progress: bool = False, window: bool | None = None,
-                   echo: Callable[[str], None] | None = None) -> list[Path]:
-    """Segment every image in ``input_dir``; write ``NAME_mask.png`` (0/255 for binary, class ids
-    otherwise) and ``NAME_overlay.png`` into ``out_dir``. Returns the written paths. ``window``:
-    sliding window at each image's own resolution (``predict_window``) instead of resizing; None
-    (the default) takes the window for images larger than the training size (resizing them whole
-    merges small objects) and says so through ``echo``."""
+class Ensemble(nn.Module):
+    """Several models as one: the output is the logit of the mean probability, so the softmax
+    (sigmoid) that follows is exactly the mean of the models' softmax (sigmoid) outputs,
+    p̄ = (1/M) Σₘ softmax(zₘ), returned as log p̄ (one logit: log p̄ − log(1 − p̄))."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [m(x).float() for m in self.models]
+        if outs[0].shape[1] == 1:
+            return torch.logit(torch.stack([torch.sigmoid(o) for o in outs]).mean(0))
+        return torch.log(torch.stack([torch.softmax(o, 1) for o in outs]).mean(0))
+
+
+def models_from_checkpoints(checkpoints: str | Path | Sequence[str | Path],
+                            device: torch.device) -> tuple[nn.Module, dict]:
+    """The model of one checkpoint, or the :class:`Ensemble` of several that share their data
+    (channels, classes, logits, training size, normalisation); InputError naming one that does not."""
+    paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+    if not paths:
+        raise InputError("--checkpoint: give at least one")
+    loaded = [model_from_checkpoint(p, device) for p in paths]
+    meta = loaded[0][1]
+    keys = ("in_channels", "num_classes", "logits", "size", "mean", "std")
+    for p, (_, m) in zip(paths[1:], loaded[1:], strict=True):
+        diff = [k for k in keys if m.get(k) != meta.get(k)]
+        if diff:
+            raise InputError(f"--checkpoint {p}: differs from {paths[0]} in {', '.join(diff)}; an ensemble needs "
+                             "models of the same data")
+    if len(loaded) == 1:
+        return loaded[0][0], meta
+    return Ensemble([m for m, _ in loaded]).eval(), meta
+
+
+def _case_probs(model: nn.Module, images: list[np.ndarray], size: int, mean, std, dev: torch.device, tta: bool,
+                batch: int, windowed: bool) -> list[torch.Tensor]:
+    """Probabilities (K, H, W) at each image's own resolution, for (H, W, C) images in [0, 1]."""
+    from segment.data.pipeline import image_tensor, resize_image
+
+    out = []
+    if windowed:
+        for im in images:
+            x = normalise(image_tensor(im)[None].to(dev), mean, std)
+            out.append(predict_window(model, x, size, tta=tta, batch=batch)[0])
+        return out
+    for i in range(0, len(images), batch):
+        chunk = images[i:i + batch]
+        probs = predict_probs(model, normalise(torch.stack([resize_image(im, size) for im in chunk]).to(dev), mean, std),
+                              tta)
+        for j, im in enumerate(chunk):
+            p = probs[j]
+            if tuple(p.shape[-2:]) != im.shape[:2]:
+                p = F.interpolate(p[None], size=im.shape[:2], mode="bilinear", align_corners=False)[0]
+            out.append(p)
+    return out
+
+
+def _labels(p: torch.Tensor) -> np.ndarray:
+    return (p[0] >= 0.5).cpu().numpy().astype(np.int64) if p.shape[0] == 1 else p.argmax(0).cpu().numpy()
+
+
+def _volume_window(dataset: str):
+    """The intensity window the dataset's reader used in training (``segment.data.volume``)."""
+    from segment.data.synapse import HU_WINDOW
+
+    return {"synapse": HU_WINDOW, "acdc": "minmax"}.get(dataset, "percentile")
+
+
+def predict_folder(checkpoint: str | Path | Sequence[str | Path], input_dir: str | Path, out_dir: str | Path, *,
+                   tta: bool = False, device: str = "auto", batch: int = 4, progress: bool = False,
+                   window: bool | None = None, echo: Callable[[str], None] | None = None,
+                   save_probabilities: bool = False, overlays: bool = True) -> list[Path]:
+    """Segment every case in ``input_dir`` and write its mask in the input's own format
+    (``segment.data.predictions``: NIfTI with the input's affine, 0/255 or palette PNG), one case
+    at a time (decode, predict, write). Several checkpoints are ensembled (mean of softmax).
+    Every file's header is checked before anything is written. ``window``: sliding window at each
+    image's own resolution (``predict_window``) instead of resizing; None (the default) takes the
+    window for images larger than the training size and says so through ``echo``. Returns the
+    written paths."""
+    from dataclasses import replace
+
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from segment.data.base import read_image
-    from segment.data.pipeline import image_tensor, resize_image
+    from segment.data import predictions as P
+    from segment.data.base import Record, read_image
+    from segment.data.nnunet import read_channels
+    from segment.data.volume import load_slice, read_geometry, write_volume
 
     dev = resolve_device(device)
-    model, meta = model_from_checkpoint(checkpoint, dev)
-    src = Path(input_dir)
-    if not src.is_dir():
-        raise InputError(f"--input {src}: folder not found")
-    files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise InputError(f"--input {src}: no images ({', '.join(IMAGE_EXTS)})")
+    model, meta = models_from_checkpoints(checkpoint, dev)
     channels, size = int(meta["in_channels"]), int(meta["size"])
-    images = [read_image(p, channels) for p in files]  # decode all before writing anything
+    cases = P.list_inputs(input_dir, channels)
+    sides = [P.check_readable(c) for c in cases]  # headers only: fail before writing anything
     dst = Path(out_dir)
     if dst.exists() and not dst.is_dir():
         raise InputError(f"--out {dst} exists and is not a folder")
+    k_classes = int(meta["num_classes"])
+    names = list(meta.get("class_names", [f"class_{k}" for k in range(1, k_classes)]))
+    too_big = sum(1 for hw in sides if hw is not None and max(hw) > size)
+    if window is None and too_big and echo is not None:
+        echo(f"{too_big} of {len(cases)} image(s) are larger than the training size {size}: predicted by "
+             "sliding window at their own resolution (--resize resizes them whole instead)")
     dst.mkdir(parents=True, exist_ok=True)
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
-    windowed = [bool(window) if window is not None else max(im.shape[:2]) > size for im in images]
-    if window is None and any(windowed) and echo is not None:
-        echo(f"{sum(windowed)} of {len(images)} image(s) are larger than the training size {size}: predicted by "
-             "sliding window at their own resolution (--resize resizes them whole instead)")
-    rest = [i for i, w in enumerate(windowed) if not w]
-    jobs = [[i] for i, w in enumerate(windowed) if w] + [rest[j:j + batch] for j in range(0, len(rest), batch)]
-    written = []
-    for idx in tqdm(jobs, desc="predict", disable=not progress, leave=False):
-        chunk = [images[i] for i in idx]
-        if windowed[idx[0]]:
-            x = normalise(image_tensor(chunk[0])[None].to(dev), mean, std)
-            probs = predict_window(model, x, size, tta=tta, batch=batch)
+    vwindow = _volume_window(str(meta.get("dataset", "")))
+    written: list[Path] = []
+    if k_classes > 2 and any(hw is not None for hw in sides):
+        written.append(P.write_class_list(dst, names))
+    prob_names = names if int(meta.get("logits", k_classes)) == 1 else ["background", *names]
+    for case in tqdm(cases, desc="predict", disable=not progress, leave=False):
+        if case.nifti:
+            geo = read_geometry(case.files[0])
+            rec = Record(id=case.name, image=str(case.files[0]), mask=None, part="predict",
+                         extra_images=tuple(str(f) for f in case.files[1:]), axis=geo.axis)
+            images = [load_slice(replace(rec, key=z), window=vwindow).image for z in range(geo.depth)]
+            win = bool(window) if window is not None else max(geo.slice_shape) > size
+            probs = _case_probs(model, images, size, mean, std, dev, tta, batch, win)
+            labels = geo.stack([_labels(p) for p in probs])
+            written.append(write_volume(dst / f"{case.name}.nii.gz", labels, geo))
+            if save_probabilities:
+                vol = np.stack([p.cpu().numpy() for p in probs], axis=geo.axis + 1)
+                written.append(P.write_probabilities(dst / f"{case.name}_probabilities.npz", vol, prob_names))
+            continue
+        if len(case.files) > 1:
+            image = read_channels([str(f) for f in case.files], channels)
         else:
-            x = normalise(torch.stack([resize_image(im, size) for im in chunk]).to(dev), mean, std)
-            probs = predict_probs(model, x, tta)
-        for j, im in enumerate(chunk):
-            lab = probs_to_labels(probs[j], im.shape[:2])
-            stem = files[idx[j]].stem
-            mask = (lab * 255).astype(np.uint8) if int(meta["num_classes"]) == 2 else lab.astype(np.uint8)
-            for name, arr in ((f"{stem}_mask.png", mask), (f"{stem}_overlay.png", overlay(im, lab))):
-                Image.fromarray(arr).save(dst / name)
-                written.append(dst / name)
+            image = read_image(case.files[0], channels)
+        win = bool(window) if window is not None else max(image.shape[:2]) > size
+        p = _case_probs(model, [image], size, mean, std, dev, tta, batch, win)[0]
+        lab = _labels(p)
+        written.append(P.write_mask_png(dst / f"{case.name}_mask.png", lab, k_classes))
+        if overlays:
+            path = dst / f"{case.name}_overlay.png"
+            Image.fromarray(overlay(image, lab)).save(path)
+            written.append(path)
+        if save_probabilities:
+            written.append(P.write_probabilities(dst / f"{case.name}_probabilities.npz", p.cpu().numpy(), prob_names))
     return written

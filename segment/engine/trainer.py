@@ -76,7 +76,7 @@ def lr_at(it: int, total: int, base: float, schedule: str) -> float:
 def prepare(cfg: TrainConfig, progress: bool = False) -> tuple[Dataset, list[Split]]:
     """Open and verify the dataset and build the splits; InputError on any problem."""
     ds = open_verified(cfg.dataset, cfg.data_dir, progress)
-    return ds, make_splits(ds, cfg.split, cfg.split_seed, cfg.splits)
+    return ds, make_splits(ds, cfg.split, cfg.split_seed, cfg.splits, folds=cfg.folds, fold=cfg.fold)
 
 
 @dataclass
@@ -365,7 +365,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, progress:
     attrs = R.run_attrs(cfg.to_dict(), [s.to_json() for s in splits], command, device)
     tmpl = R.template(split_names=[s.name for s in splits], split_seeds=[s.seed for s in splits], epochs=cfg.epochs,
                       classes=list(info.class_names), images=images, image_parts=image_parts, parts=test_parts,
-                      attrs=attrs)
+                      attrs=attrs, split_folds=[s.fold for s in splits], hd95_units=ds.hd95_units)
     if rank == 0:
         _open_store(cfg, out, resume, tmpl, attrs)
         mark_checkpoints(ckdir)
