@@ -73,7 +73,7 @@ def run_train(obj: Context, options: dict) -> None:
         resume = resume or mode == "resume"
     from tqdm.auto import tqdm
 
-    from segment.engine import TrainConfig, summarize, train
+    from segment.engine import TrainConfig, diverged_splits, summarize, train
 
     cfg = TrainConfig(**options)
     echo = tqdm.write if obj.progress else (lambda _m: None)
@@ -93,10 +93,23 @@ def run_train(obj: Context, options: dict) -> None:
     summary = summarize(ds)
     summary["out"] = str(out)
     summary["hd95_units"] = str(ds["test_hd95"].attrs.get("units", "pixel"))
-    obj.echo(f"test results ({summary['splits_done']} split(s), {out}):")
-    for line in summary_lines(summary):
-        obj.echo(line)
+    diverged = diverged_splits(ds)
+    if summary["splits_done"]:
+        obj.echo(f"test results ({summary['splits_done']} split(s), {out}):")
+        for line in summary_lines(summary):
+            obj.echo(line)
+        obj.echo(time_line(summary["time"]))
     obj.emit_json(summary)
+    if diverged:
+        click.echo(f"{len(diverged)} of {len(ds['split'])} split(s) diverged: {', '.join(diverged)}: the loss or the "
+                   f"weights stopped being finite; lower --lr (now {cfg.lr:g}); status in {out}", err=True)
+    obj.finish(diverged=len(diverged), failed=summary["splits_failed"])
+
+
+def time_line(t: dict) -> str:
+    """Where the run's time went: warm-up/compilation apart from training, validation and test."""
+    return (f"time ({t['step']} step): compile {t['compile_s']:.1f} s, training {t['train_s']:.1f} s "
+            f"({t['train_images_per_second']:.1f} img/s median), validation {t['val_s']:.1f} s, test {t['test_s']:.1f} s")
 
 
 FOLD_HELP = "With --folds: the fold whose test part to evaluate (the checkpoint's own fold)."

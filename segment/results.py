@@ -33,6 +33,7 @@ EPOCH_VARS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "epoch_time": (("split", "epoch"), "s", "wall time of the training epoch"),
     "train_images_per_second": (("split", "epoch"), "1/s", "training throughput"),
     "train_dice": (("split", "epoch", "class"), "1", "Dice of thresholded training predictions, pooled over the epoch"),
+    "val_time": (("split", "epoch"), "s", "wall time of the epoch's validation"),
     "val_dice": (("split", "epoch", "class"), "1", "mean validation Dice per image at original resolution"),
     "val_iou": (("split", "epoch", "class"), "1", "mean validation IoU per image at original resolution"),
 }
@@ -40,6 +41,10 @@ TEST_VARS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "test_dice": (("split", "image", "class"), "1", "test Dice per image at original resolution"),
     "test_iou": (("split", "image", "class"), "1", "test IoU per image at original resolution"),
     "test_hd95": (("split", "image", "class"), "pixel", "test 95th-percentile Hausdorff distance (medpy-compatible)"),
+}
+SPLIT_VARS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "compile_time": (("split",), "s", "wall time of the step's warm-up: kernel compilation, autotuning, graph capture"),
+    "test_time": (("split",), "s", "wall time of the split's test evaluation"),
 }
 OBJECT_VARS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "test_object_f1": (("split", "part"), "1", "GlaS object-level F1, pooled over the test part"),
@@ -78,7 +83,7 @@ def template(
     variables = dict(TEST_VARS)
     if epochs > 0:
         coords["epoch"] = ("epoch", np.arange(1, epochs + 1), {"long_name": "training epoch"})
-        variables = dict(EPOCH_VARS) | variables
+        variables = dict(EPOCH_VARS) | variables | SPLIT_VARS
     if split_folds is not None and all(f >= 0 for f in split_folds):
         coords["fold"] = ("split", np.array(split_folds, dtype=np.int64), {"long_name": "cross-validation fold"})
     if parts:

@@ -19,7 +19,14 @@ from segment.engine.checkpoint import (
     save_checkpoint,
     unwrap_state,
 )
-from segment.engine.config import AMP_MODES, SCHEDULES, TrainConfig, config_from_dict
+from segment.engine.config import (
+    AMP_MODES,
+    SCHEDULES,
+    STEPS,
+    TrainConfig,
+    config_from_dict,
+    resolve_step,
+)
 from segment.engine.distributed import (
     GlobalBatchNorm2d,
     convert_batchnorm,
@@ -29,6 +36,7 @@ from segment.engine.distributed import (
 )
 from segment.engine.evaluate import (
     EvalResult,
+    diverged_splits,
     evaluate_checkpoint,
     evaluate_items,
     summarize,
@@ -49,11 +57,11 @@ from segment.engine.inference import (
 from segment.engine.trainer import Trainer, lr_at, prepare, train
 
 __all__ = [
-    "AMP_MODES", "IMAGE_EXTS", "PALETTE", "SCHEDULES", "WINDOW_OVERLAP", "WINDOW_SIGMA",
+    "AMP_MODES", "IMAGE_EXTS", "PALETTE", "SCHEDULES", "STEPS", "WINDOW_OVERLAP", "WINDOW_SIGMA",
     "EvalResult", "GlobalBatchNorm2d", "TrainConfig", "Trainer",
-    "build_model", "checkpoint_dir", "config_from_dict", "convert_batchnorm", "evaluate_checkpoint",
+    "build_model", "checkpoint_dir", "config_from_dict", "convert_batchnorm", "diverged_splits", "evaluate_checkpoint",
     "evaluate_items", "init_distributed", "load_state_strict", "lr_at", "model_from_checkpoint", "model_meta",
     "n_logits", "overlay", "predict_folder", "predict_items", "predict_probs", "predict_window", "prepare",
-    "probs_to_labels", "read_checkpoint", "resolve_device", "save_checkpoint", "summarize", "train",
+    "probs_to_labels", "read_checkpoint", "resolve_device", "resolve_step", "save_checkpoint", "summarize", "train",
     "unwrap_state", "world", "write_test",
 ]

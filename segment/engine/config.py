@@ -13,6 +13,10 @@ from biorules.errors import InputError
 
 SCHEDULES = ("poly", "cosine")
 AMP_MODES = ("auto", "bf16", "off")
+STEPS = ("auto", "graph", "compile", "eager")
+"""Training-step implementations: ``graph`` captures the whole step in a CUDA graph and replays it,
+``compile`` runs the model through ``torch.compile``, ``eager`` launches every kernel from Python;
+``auto`` is ``graph`` on one CUDA process and ``eager`` otherwise (the CPU, several processes)."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class TrainConfig:
     the model's) sets the encoder and CCM drop-path rates; ``binary_softmax`` gives binary data two
     logits (softmax, CE + Dice over both classes) instead of one (sigmoid, BCE + Dice); ``encoder``
     is the path of an official ImageNet encoder to start from; ``dwconv`` picks the depthwise-conv
-    backend (``segment.dwconv``).
+    backend (``segment.dwconv``); ``step`` the training-step implementation (:data:`STEPS`).
     """
 
     dataset: str = "demo"
@@ -57,6 +61,7 @@ class TrainConfig:
     device: str = "auto"
     folds: int = 0
     fold: int | None = None
+    step: str = "auto"
 
     def resolved(self) -> TrainConfig:
         """The config with the dataset recipe filled in and every value checked (InputError)."""
@@ -73,6 +78,7 @@ class TrainConfig:
             (cfg.lr > 0, "--lr must be > 0"),
             (cfg.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (cfg.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}"),
+            (cfg.step in STEPS, f"--step must be one of {', '.join(STEPS)}"),
             (cfg.dwconv in DW_BACKENDS, f"--dwconv must be one of {', '.join(DW_BACKENDS)}"),
             (cfg.empty in M.POLICIES, f"--empty must be one of {', '.join(M.POLICIES)}"),
             (cfg.splits >= 1, "--splits must be >= 1"),
@@ -96,3 +102,14 @@ def config_from_dict(d: dict) -> TrainConfig:
     """A TrainConfig from a stored dict; keys it does not know (older or newer runs) are dropped."""
     names = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in d.items() if k in names})
+
+
+def resolve_step(step: str, device_type: str, processes: int = 1) -> str:
+    """The step implementation ``auto`` stands for, and a one-line InputError for one that cannot run."""
+    if step == "auto":
+        return "graph" if device_type == "cuda" and processes == 1 else "eager"
+    if step == "graph" and device_type != "cuda":
+        raise InputError(f"--step graph needs a CUDA device (device: {device_type}); use --step eager or auto")
+    if step == "graph" and processes > 1:
+        raise InputError("--step graph runs in one process; under torchrun use --step eager or compile")
+    return step

@@ -34,10 +34,11 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
-def autocast(device: torch.device, amp: str) -> torch.autocast:
-    """bf16 autocast on CUDA for ``amp`` auto/bf16; a disabled context elsewhere."""
+def autocast(device: torch.device, amp: str, cache: bool = True) -> torch.autocast:
+    """bf16 autocast on CUDA for ``amp`` auto/bf16; a disabled context elsewhere. ``cache`` False
+    re-casts weights at every use, as a CUDA graph capture needs (no cached casts outside the graph)."""
     use = device.type == "cuda" and amp in ("auto", "bf16")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use, cache_enabled=cache)
 
 
 def world() -> tuple[int, int]:

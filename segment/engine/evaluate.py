@@ -140,8 +140,12 @@ def write_test(out: Path, k: int, ev: EvalResult, images: list[str], dims, best_
 def summarize(ds) -> dict:
     """Test Dice/IoU/HD95 per class (mean over images, then mean ± sd over splits, ddof 1), the
     object metrics per part, and the count of NaN HD95 values (one mask empty)."""
-    done = ds["status"].values == STATUS["done"]
-    out: dict = {"splits_done": int(done.sum()), "classes": {}, "objects": {}}
+    status = ds["status"].values
+    done = status == STATUS["done"]
+    out: dict = {"splits_done": int(done.sum()), "splits_diverged": int((status == STATUS["diverged"]).sum()),
+                 "splits_failed": int((status == STATUS["failed"]).sum()), "classes": {}, "objects": {}}
+    if "epoch_time" in ds:
+        out["time"] = timing(ds)
     if not done.any():
         return out
     sub = ds.isel(split=np.flatnonzero(done))
@@ -164,6 +168,26 @@ def summarize(ds) -> dict:
                                  for var in ("test_object_f1", "test_object_dice", "test_object_hausdorff")}
     out["best_epoch"] = [int(v) for v in sub["best_epoch"].values]
     return out
+
+
+def diverged_splits(ds) -> list[str]:
+    """``NAME (epoch E)`` for every diverged split of a training store, E the first epoch without a finite loss."""
+    names = [str(v) for v in ds["split_name"].values]
+    out = []
+    for k in np.flatnonzero(ds["status"].values == STATUS["diverged"]):
+        done = int(np.isfinite(ds["train_loss"].values[k]).sum()) if "train_loss" in ds else 0
+        out.append(f"{names[k]} (epoch {done + 1})")
+    return out
+
+
+def timing(ds) -> dict:
+    """Wall-time parts of a training store, summed over splits (s): warm-up/compilation, training
+    epochs, validation, test; the median training throughput (img/s) and the step implementation."""
+    total = lambda name: float(np.nansum(ds[name].values)) if name in ds else math.nan  # noqa: E731
+    ips = ds["train_images_per_second"].values
+    return {"step": str(ds.attrs.get("train_step", "eager")), "compile_s": total("compile_time"),
+            "train_s": total("epoch_time"), "val_s": total("val_time"), "test_s": total("test_time"),
+            "train_images_per_second": float(np.nanmedian(ips)) if np.isfinite(ips).any() else math.nan}
 
 
 def _mean_sd(values: np.ndarray) -> tuple[float, float]:

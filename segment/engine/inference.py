@@ -29,6 +29,50 @@ WINDOW_SIGMA = 0.125
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
+class GraphForward(nn.Module):
+    """``model(x)`` replayed from a CUDA graph captured per input shape (inference, no grad).
+
+    A batch smaller than ``batch`` is padded with zeros to it and the padding cut from the output,
+    so batched inference has one static shape per image size. The graph reads the model's weights
+    and buffers in place, so it stays valid while training updates them and after a checkpoint is
+    loaded into the model; call it in eval mode (it is captured in the mode of its first call).
+    On the CPU it is the model itself."""
+
+    def __init__(self, model: nn.Module, batch: int, amp: str = "auto") -> None:
+        super().__init__()
+        self.model, self.batch, self.amp = model, batch, amp
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cuda" or x.shape[0] > self.batch:
+            return self.model(x)
+        n = x.shape[0]
+        key = (tuple(x.shape[1:]), x.dtype, x.is_contiguous(memory_format=torch.channels_last), self.model.training)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(x)
+        graph, static_x, static_y = self._graphs[key]
+        static_x[:n].copy_(x)
+        if n < self.batch:
+            static_x[n:].zero_()
+        graph.replay()
+        return static_y[:n].clone()
+
+    def _capture(self, x: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        static_x = torch.zeros((self.batch, *x.shape[1:]), dtype=x.dtype, device=x.device).contiguous(memory_format=fmt)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), autocast(x.device, self.amp, cache=False):
+            for _ in range(2):
+                self.model(static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), autocast(x.device, self.amp, cache=False):
+            static_y = self.model(static_x)
+        return graph, static_x, static_y
+
+
 @torch.no_grad()
 def predict_probs(model: nn.Module, images: torch.Tensor, tta: bool = False, amp: str = "auto") -> torch.Tensor:
     """Class probabilities (B, K, H, W) (K = 1: foreground probability) of normalised images;

@@ -45,7 +45,7 @@ from segment.engine.checkpoint import (
     save_checkpoint,
     unwrap_state,
 )
-from segment.engine.config import TrainConfig
+from segment.engine.config import TrainConfig, resolve_step
 from segment.engine.distributed import (
     all_reduce_sum,
     autocast,
@@ -62,6 +62,7 @@ from segment.engine.evaluate import (
     select,
     write_test,
 )
+from segment.engine.inference import GraphForward
 from segment.losses import LossWeights, ce_dice_loss
 
 
@@ -71,6 +72,143 @@ def lr_at(it: int, total: int, base: float, schedule: str) -> float:
     if schedule == "poly":
         return base * (1.0 - frac) ** 0.9
     return base * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+# --------------------------------------------------------------------------------- the step
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW (fused: one kernel per step) with its learning rate held in a tensor, so the schedule
+    (:func:`set_lr`) reaches a captured step; capturable on CUDA (its step count lives on the device)."""
+    cuda = device.type == "cuda"
+    lr = torch.tensor(cfg.lr, dtype=torch.float32, device=device if cuda else "cpu")
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=True, capturable=cuda)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Write ``lr`` into every group's learning-rate tensor in place (no host synchronisation)."""
+    for group in opt.param_groups:
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def prediction_stats(logits: torch.Tensor, y: torch.Tensor, fg: int) -> torch.Tensor:
+    """(3, fg) float64 [Σ pred∧gt, Σ pred, Σ gt] per foreground class of thresholded predictions."""
+    pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+    rows = [torch.stack([((pred == c) & (y == c)).sum(), (pred == c).sum(), (y == c).sum()]) for c in range(1, fg + 1)]
+    return torch.stack(rows, 1).double()
+
+
+class StepFunction:
+    """One training iteration on given tensors: zero the gradients, forward (bf16 autocast on CUDA,
+    no weight-cast cache), CE + Dice, backward, clip to the global norm, AdamW; returns the detached
+    loss and :func:`prediction_stats`. The eager step calls it; the graph step captures this call."""
+
+    def __init__(self, net: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, weights: LossWeights,
+                 clip: float, amp: str, device: torch.device, fg: int, sync=None) -> None:
+        self.net, self.params, self.opt, self.weights = net, [p for p in model.parameters()], opt, weights
+        self.clip, self.amp, self.device, self.fg, self.sync = clip, amp, device, fg, sync
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.opt.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp, cache=False):
+            logits = self.net(x)
+        loss = ce_dice_loss(logits.float(), y, self.weights, self.sync)
+        loss.backward()
+        if self.clip > 0:
+            nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.opt.step()
+        with torch.no_grad():
+            return loss.detach(), prediction_stats(logits.detach(), y, self.fg)
+
+
+def snapshot(model: nn.Module, opt: torch.optim.Optimizer) -> Callable[[], None]:
+    """A function that puts the weights, buffers and optimiser state back as they are now, in place
+    (the tensors a captured graph reads keep their addresses); state created later is zeroed, which
+    is AdamW's fresh state. Warm-up steps run on real tensors and are undone by it."""
+    tensors = [*model.parameters(), *model.buffers()]
+    saved = [t.detach().clone() for t in tensors]
+    state = {id(p): {k: v.detach().clone() for k, v in st.items() if torch.is_tensor(v)} for p, st in opt.state.items()}
+
+    @torch.no_grad()
+    def restore() -> None:
+        for t, v in zip(tensors, saved, strict=True):
+            t.copy_(v)
+        for p, st in opt.state.items():
+            old = state.get(id(p), {})
+            for k, v in st.items():
+                if torch.is_tensor(v):
+                    v.copy_(old[k]) if k in old else v.zero_()
+
+    return restore
+
+
+class EagerStep:
+    """The step function called from Python every iteration (``--step eager``, the CPU path)."""
+
+    name = "eager"
+
+    def __init__(self, fn: StepFunction) -> None:
+        self.fn = fn
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, warmup: int = 1) -> None:
+        """Run ``warmup`` steps so that kernels are compiled and autotuned before the clock starts."""
+        for _ in range(warmup):
+            self.fn(x, y)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fn(x, y)
+
+
+class CompiledStep(EagerStep):
+    """The step function with the model run through ``torch.compile`` (``--step compile``)."""
+
+    name = "compile"
+
+    def __init__(self, fn: StepFunction) -> None:
+        fn.net = torch.compile(fn.net)
+        super().__init__(fn)
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, warmup: int = 2) -> None:
+        super().prepare(x, y, warmup)
+
+
+class GraphStep:
+    """The whole step captured once in a CUDA graph and replayed (``--step graph``).
+
+    ``prepare`` warms the step up on a side stream (kernel compilation, cuDNN and Triton
+    autotuning, AdamW's state), then captures one call of the step function on static input
+    tensors; every iteration copies its batch into them and replays. Shapes are static, so every
+    batch has the same size (the trainer drops the last partial batch)."""
+
+    name = "graph"
+
+    def __init__(self, fn: StepFunction) -> None:
+        self.fn = fn
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, warmup: int = 3) -> None:
+        self.x, self.y = x.clone(), y.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                self.fn(self.x, self.y)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.fn.opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.out = self.fn(self.x, self.y)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.graph.replay()
+        return self.out
+
+
+STEP_KINDS = {"eager": EagerStep, "compile": CompiledStep, "graph": GraphStep}
 
 
 def prepare(cfg: TrainConfig, progress: bool = False) -> tuple[Dataset, list[Split]]:
@@ -90,6 +228,7 @@ class RunStore:
 
     def write(self, values: dict, k: int, epoch: int | None = None) -> None:
         """Values of split ``k`` (and one epoch row when ``epoch`` is given) into their region."""
+        values = {name: v for name, v in values.items() if name in self.dims}  # a store from before a variable
         region = {"split": slice(k, k + 1)}
         if epoch is not None:
             region["epoch"] = slice(epoch - 1, epoch)
@@ -114,10 +253,11 @@ class Trainer:
         self.fmt = memory_format(device)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, self.info).to(device, memory_format=self.fmt)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = make_optimizer(self.model, cfg, device)
         self.start, self.best_epoch, self.best_score = 1, -1, -math.inf
         self.load()
-        self.train_set = TrainSet.build(ds, select(ds.records, split.train), cfg.size)
+        built = TrainSet.build(ds, select(ds.records, split.train), cfg.size)
+        self.train_set = TrainSet(built.images.to(device), built.masks.to(device))  # resized once, kept on the device
         self.val_items = eval_items(ds, select(ds.records, split.val), cfg.size) if rank == 0 else []
         n = len(self.train_set)
         gbatch = min(cfg.batch, n - n % size) if n >= size else 0
@@ -131,11 +271,18 @@ class Trainer:
         self.sync = all_reduce_sum if size > 1 else None
         self.weights = LossWeights(cfg.ce_weight, cfg.dice_weight)
         self.fg = self.info.num_classes - 1
+        self.step_kind = resolve_step(cfg.step, device.type, size)
+        fn = StepFunction(self.net, self.model, self.opt, self.weights, cfg.clip_grad, cfg.amp, device, self.fg, self.sync)
+        self.step = STEP_KINDS[self.step_kind](fn)
+        self.infer: nn.Module = GraphForward(self.model, max(self.local, 1), cfg.amp) if self.step_kind == "graph" \
+            else self.model
+        self.compile_time = 0.0
 
     # ------------------------------------------------------------------------------ the outline
 
     def fit(self) -> None:
         """The epoch loop: train, validate, write and checkpoint every epoch; test the best epoch."""
+        self.on_train_start()
         for epoch in range(self.start, self.cfg.epochs + 1):
             self.on_epoch_start(epoch)
             for i in self.iterations(epoch):
@@ -147,6 +294,28 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ the steps
 
+    def on_train_start(self) -> None:
+        """Warm the step up (and capture it) on CUDA, timed apart from training; the state is put back after.
+
+        Kernel compilation, autotuning and the graph capture happen here, on a copy of the first
+        training images, so that epoch times are training alone; the weights, buffers and AdamW
+        state are restored in place, so the run's numbers do not depend on the warm-up."""
+        if self.device.type != "cuda" or self.start > self.cfg.epochs:
+            return
+        t0 = time.perf_counter()
+        idx = torch.arange(self.local, device=self.device) % len(self.train_set)
+        x, y = self.train_set.batch(idx)
+        x = normalise(x, self.info.mean, self.info.std).contiguous(memory_format=self.fmt)
+        restore = snapshot(self.model, self.opt)
+        self.net.train()
+        self.step.prepare(x, y)
+        restore()
+        torch.cuda.synchronize(self.device)
+        self.compile_time = time.perf_counter() - t0
+        if self.rank == 0:
+            self.store.write({"compile_time": np.array([self.compile_time])}, self.k)
+            self.say(f"{self.split.name}: {self.step_kind} step ready in {self.compile_time:.1f} s")
+
     def on_epoch_start(self, epoch: int) -> None:
         """Mark the split running; re-seed shuffling, augmentation and drop-path from (seed, epoch)."""
         if self.rank == 0:
@@ -154,8 +323,9 @@ class Trainer:
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
         torch.manual_seed(self.cfg.seed * 1_000_003 + epoch + 7)
         self.epoch = epoch
-        self.perm = torch.randperm(len(self.train_set), generator=gen)
-        self.aug = A.sample_params(self.iters * self.gbatch, gen) if self.cfg.augment else None
+        self.perm = torch.randperm(len(self.train_set), generator=gen).to(self.device)
+        aug = A.sample_params(self.iters * self.gbatch, gen) if self.cfg.augment else None
+        self.aug = {k: v.to(self.device) for k, v in aug.items()} if aug is not None else None  # one copy per epoch
         self.net.train()
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # read once per epoch:
         self.dstats = torch.zeros(3, self.fg, dtype=torch.float64, device=self.device)  # no per-step sync
@@ -173,40 +343,27 @@ class Trainer:
         """This rank's slice of global batch ``i``: augmented, normalised images and masks on the device."""
         lo = i * self.gbatch + self.rank * self.local
         x, y = self.train_set.batch(self.perm[lo:lo + self.local])
-        x, y = x.to(self.device), y.to(self.device)
         if self.aug is not None:
             x, y = A.apply(x, y, A.slice_params(self.aug, slice(lo, lo + self.local)))
         return normalise(x, self.info.mean, self.info.std).contiguous(memory_format=self.fmt), y
 
     def train_step(self, i: int) -> None:
-        """One iteration: the learning rate of the schedule, then forward, loss, backward, clip, AdamW."""
+        """One iteration: the schedule's learning rate into AdamW's tensor, then the step (eager,
+        compiled or a graph replay); loss and statistics are summed on the device (no host sync)."""
         cfg = self.cfg
         x, y = self.batch(i)
-        lr = lr_at((self.epoch - 1) * self.iters + i, self.total, cfg.lr, cfg.schedule)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        self.lr = lr_at((self.epoch - 1) * self.iters + i, self.total, cfg.lr, cfg.schedule)
+        set_lr(self.opt, self.lr)
         try:
-            with autocast(self.device, cfg.amp):
-                logits = self.net(x)
-            loss = ce_dice_loss(logits.float(), y, self.weights, self.sync)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
-            self.opt.step()
-        except (RuntimeError, ValueError) as e:  # a forward pass on weights that are no longer finite
+            loss, stats = self.step(x, y)
+        except (RuntimeError, ValueError) as e:  # an eager forward pass on weights that are no longer finite
             if not self.finite():
                 raise self.diverged() from e
             raise
-        self.lr = lr
-        self.loss_sum += loss.detach().double()
-        with torch.no_grad():
-            pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-            for c in range(1, self.fg + 1):
-                pc, gc = pred == c, y == c
-                self.dstats[:, c - 1] += torch.stack([(pc & gc).sum(), pc.sum(), gc.sum()]).double()
+        self.loss_sum += loss.double()
+        self.dstats += stats
         if not self.bar.disable and (i % 10 == 9 or i == self.iters - 1):
-            self.bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+            self.bar.set_postfix(loss=f"{float(loss):.4f}")
 
     def on_train_epoch_end(self, epoch: int) -> None:
         """Sum the epoch's statistics over ranks, read them once, and stop a diverged run."""
@@ -223,10 +380,12 @@ class Trainer:
         self.val_row: dict = {}
         if not self.val_items:
             return math.nan
-        ev = evaluate_items(self.model, self.val_items, self.info, self.device, batch=max(self.local, 1),
+        t0 = time.perf_counter()
+        ev = evaluate_items(self.infer, self.val_items, self.info, self.device, batch=max(self.local, 1),
                             amp=self.cfg.amp, empty=self.cfg.empty, with_hd95=False, with_objects=False)
         vd, vi = nanmean0(ev.dice), nanmean0(ev.iou)
-        self.val_row = {"val_dice": vd[None, None], "val_iou": vi[None, None]}
+        self.val_row = {"val_dice": vd[None, None], "val_iou": vi[None, None],
+                        "val_time": np.array([[time.perf_counter() - t0]])}
         return float(np.nanmean(vd)) if np.isfinite(vd).any() else -math.inf
 
     def on_epoch_end(self, epoch: int, score: float) -> None:
@@ -270,7 +429,10 @@ class Trainer:
             return
         ck = read_checkpoint(self.last_path)
         load_state_strict(self.model, unwrap_state(ck), str(self.last_path))
+        lrs = [g["lr"] for g in self.opt.param_groups]
         self.opt.load_state_dict(ck["optimizer"])
+        for g, lr in zip(self.opt.param_groups, lrs, strict=True):  # keep AdamW's own lr tensors
+            g["lr"] = lr
         self.start, self.best_epoch, self.best_score = int(ck["epoch"]) + 1, int(ck["best_epoch"]), float(ck["best_score"])
         self.say(f"split {self.split.name}: resuming after epoch {self.start - 1}")
 
@@ -282,9 +444,11 @@ class Trainer:
             self.best_epoch = int(read_checkpoint(self.last_path)["best_epoch"])
         load_state_strict(self.model, unwrap_state(read_checkpoint(self.best_path)), str(self.best_path))
         cfg = self.cfg
+        t0 = time.perf_counter()
         items = eval_items(self.ds, select(self.ds.records, self.split.test), cfg.size)
-        ev = evaluate_items(self.model, items, self.info, self.device, batch=max(self.local, 1), tta=cfg.tta,
+        ev = evaluate_items(self.infer, items, self.info, self.device, batch=max(self.local, 1), tta=cfg.tta,
                             amp=cfg.amp, empty=cfg.empty, min_area=cfg.min_area)
+        self.store.write({"test_time": np.array([time.perf_counter() - t0])}, self.k)
         write_test(self.store.path, self.k, ev, self.store.images, self.store.dims, self.best_epoch)
         self.say(f"{self.split.name}: tested epoch {self.best_epoch}, test Dice {np.nanmean(ev.dice):.4f}")
 
@@ -308,7 +472,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
           on_epoch_end: Callable[[int, int], None] | None = None):
     """Train, select on validation and test, for every split; results into the zarr store ``out``.
 
-    Returns the store opened with xarray. ``resume`` continues from the checkpoints next to the
+    Returns the store opened with xarray; a split whose loss or weights stop being finite is marked
+    ``diverged`` there (its status) and the other splits still run. ``resume`` continues from the checkpoints next to the
     store (``checkpoint_dir(out)``); ``on_epoch_end(split, epoch)`` is called after each epoch's
     checkpoint is written.
     """
@@ -322,6 +487,10 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
     finally:
         if own_group and size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+STATIC_BATCHES = "static: iterations per epoch = floor(n / batch), the last partial batch is dropped"
+"""The store attr ``batches``: every training step has the same shape (what a captured step needs)."""
 
 
 def _open_store(cfg: TrainConfig, out: Path, resume: bool, tmpl, attrs: dict) -> None:
@@ -360,9 +529,11 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, progress:
         say(f"warning: {info.random_split_warning}")
     build_model(cfg, info)  # an unknown model name or an unfit --encoder fails here, before anything is written
     check_kernels(cfg, device)
+    step = resolve_step(cfg.step, device.type, size)
     images, image_parts = image_units(ds, splits)
     test_parts = sorted(set(image_parts)) if info.instances else None
     attrs = R.run_attrs(cfg.to_dict(), [s.to_json() for s in splits], command, device)
+    attrs |= {"train_step": step, "batches": STATIC_BATCHES}
     tmpl = R.template(split_names=[s.name for s in splits], split_seeds=[s.seed for s in splits], epochs=cfg.epochs,
                       classes=list(info.class_names), images=images, image_parts=image_parts, parts=test_parts,
                       attrs=attrs, split_folds=[s.fold for s in splits], hd95_units=ds.hd95_units)
@@ -371,7 +542,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, progress:
         mark_checkpoints(ckdir)
     if size > 1:
         dist.barrier()
-    store = RunStore(out, ckdir, R.all_dims(tmpl), images)
+    store = RunStore(out, ckdir, R.all_dims(R.open_results(out)), images)
     status = R.open_results(out)["status"].values
     for k, sp in enumerate(splits):
         if int(status[k]) == STATUS["done"]:
@@ -379,10 +550,13 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, progress:
             continue
         try:
             Trainer(cfg, ds, sp, k, store, device, rank, size, progress, say, on_epoch_end).fit()
-        except Exception as e:  # never leave the split marked running: it diverged or failed
+        except DivergedError as e:  # the split is diverged; the other splits still run
+            if rank == 0:
+                store.write({"status": np.array([STATUS["diverged"]], np.int8)}, k)
+            say(str(e))
+        except Exception as e:  # never leave the split marked running: it failed
             if rank == 0 and not isinstance(e, InputError):
-                code = STATUS["diverged"] if isinstance(e, DivergedError) else STATUS["failed"]
-                store.write({"status": np.array([code], np.int8)}, k)
+                store.write({"status": np.array([STATUS["failed"]], np.int8)}, k)
             raise
     if size > 1:
         dist.barrier()

@@ -80,7 +80,7 @@ def test_an_existing_out_is_resumed_or_refused_the_same_way(tmp_path, capsys):
     code, _, err = run(["train", *TINY_TRAIN, "--lr", "0.01", "--out", out], capsys)
     assert code == 2 and "holds a run with other options (lr)" in err and "--overwrite" in err
     code, _, err = run(["train", *TINY_TRAIN, "--lr", "0.01", "--out", out, "--overwrite"], capsys)
-    assert code == 0 and store.open_store(out).attrs["config_lr"] == 0.01
+    assert code == 0 and json.loads(store.open_store(out).attrs["config"])["lr"] == 0.01
     code, _, err = run(["floss", "--n", "6", "--steps", "1", "--out", out], capsys)
     assert code == 2 and "other options" in err
 
@@ -175,7 +175,8 @@ def test_segment_divergence_is_one_line_and_not_left_running(tmp_path, capsys):
     code, _, err = run(["segment", "--model", "rwkv_unet_test", "--size", "32", "--epochs", "2", "--batch", "6",
                         "--device", "cpu", "--lr", "1e9", "--out", str(out)], capsys)
     lines = err.strip().splitlines()
-    assert code == 1 and len(lines) == 1 and "diverged in epoch" in lines[0] and "--lr" in lines[0], err
+    assert code == 3 and len(lines) == 1 and "1 of 1 split(s) diverged: official (epoch 1)" in lines[0], err
+    assert "lower --lr (now 1e+09)" in lines[0]
     assert "Error" not in lines[0].removeprefix("Error: ")
     assert int(store.open_store(out)["status"].values[0]) == store.STATUS["diverged"]
 
