@@ -625,14 +625,9 @@ class _Run:
                 seed=("member", np.asarray(cfg.seeds, np.int64), {"long_name": "master seed"}),
             )
         params = self.members[0]
-        plain = {"task": cfg.task_name, "rule": cfg.rule, "model": cfg.model, "optimizer": cfg.optimizer,
-                 "lr": float(cfg.lr), "batch": int(cfg.batch), "updates": int(cfg.updates), "seed": int(cfg.seed),
-                 "n_exponents": self.k, "eval_every": int(cfg.eval_every), "eval_batch": int(cfg.eval_batch), "test_batch": int(cfg.test_batch),
-                 "cosine_every": int(cfg.cosine_every), "enforce_dale": int(cfg.enforce_dale), "dtype": cfg.dtype,
-                 "device": cfg.device,
-                 "on_update": "" if self.user_hook is None else getattr(self.user_hook, "__name__", type(self.user_hook).__name__)}
-        attrs: dict[str, Any] = {"config": cfg.to_json()}
-        attrs.update({f"config_{k}": v for k, v in plain.items()})
+        # the run's options live once, as JSON in ``config``; the records below describe its objects
+        hook = "" if self.user_hook is None else getattr(self.user_hook, "__name__", type(self.user_hook).__name__)
+        attrs: dict[str, Any] = {"config": cfg.to_json(), "on_update": hook}
         attrs.update({f"network_{k}": v for k, v in asdict(params).items() if not (cfg.stacked and k in ("gain", "seed"))})
         attrs.update(self.task.to_attrs())
         attrs.update({f"rule_{f.name}": _attr(getattr(self.rule, f.name)) for f in fields(self.rule)})
@@ -645,6 +640,7 @@ class _Run:
             "chance": r["chance"], "ceiling": r["ceiling"], "criterion": CRITERION * r["ceiling"],
             "status_message": take(np.array(r["message"], dtype=object)) if not cfg.stacked else "; ".join(
                 f"member {s}: {m}" for s, m in enumerate(r["message"]) if m),
+            **({"status_messages": list(r["message"])} if cfg.stacked else {}),
             **provenance_attrs(),
         })
         ds = ds.assign(weights_dataset(r["initial"], r["final"], params).data_vars)

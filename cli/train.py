@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -150,7 +151,7 @@ def train(ctx: Context, task, rule, model, gain, n, alpha, nonlinearity, init, n
     ctx.echo(f"{task} / {rule} / {model} (N={n}, g={gain}): {status} after {updates} updates "
              f"in {float(ds.wall_time):.1f} s")
     ctx.echo(f"test accuracy {float(ds.test_accuracy):.3f}, test loss {float(ds.test_loss):.4f} "
-             f"({ds.attrs['config_test_batch']} fresh trials; ceiling {ds.attrs['ceiling']:.3f}, chance {ds.attrs['chance']:.2f})")
+             f"({json.loads(ds.attrs['config'])['test_batch']} fresh trials; ceiling {ds.attrs['ceiling']:.3f}, chance {ds.attrs['chance']:.2f})")
     if has_lam:
         ctx.echo("λ_max [1/τ] before -> after: " + ", ".join(f"{c} {a:+.4f} -> {b:+.4f}" for c, (a, b) in lam.items())
                  + f"; ||ΔW||/||W0|| = {float(ds.weight_change):.3f}")

@@ -269,10 +269,12 @@ def run_stack(config: SweepConfig, job: Job) -> list[xr.Dataset]:
         else:
             ds = training.train(training.TrainConfig(gains=gains, seeds=seeds, **common, **flossing))
             members = [ds.isel(member=m).drop_vars(["gain", "seed"]) for m in range(len(gains))]
+            for m, text in zip(members, ds.attrs["status_messages"], strict=True):
+                m.attrs = {**m.attrs, "status_message": text}  # each cell keeps its own member's reason
     except Exception as e:  # one failed stack must not end the sweep: its cells are recorded as failed
         wall = (time.perf_counter() - t0) / len(job.cells)
         cell = xr.Dataset({"status": ((), np.int8(store.STATUS["failed"])), "wall_time": ((), wall)})
-        cell.attrs["message"] = f"{type(e).__name__}: {e}"
+        cell.attrs["message"] = str(e) or f"unexpected {type(e).__name__} while training the stack"
         return [cell] * len(job.cells)
     wall = (time.perf_counter() - t0) / len(job.cells)
     keep = [*CURVES, *EVAL_CURVES, *SPECTRA, "grad_cosine", *SCALARS, "status"]

@@ -162,3 +162,27 @@ def test_saved_weights_reload_as_the_trained_network(tmp_path):
                   test_batch=16, n_exponents=1, cosine_every=2)
     np.testing.assert_array_equal(net.W.detach().numpy(), alone.W.sel(stage="final").values)
     np.testing.assert_array_equal(net.U.detach().numpy(), alone.U.sel(stage="final").values)
+
+
+def test_a_diverged_member_of_a_stack_keeps_its_own_reason(tmp_path, monkeypatch):
+    """One stack of two cells whose second member is poisoned at update 1: only that cell is
+    diverged, and only it carries a reason, its own (not the stack's joined text)."""
+    import torch
+
+    import biorules.train as training
+
+    original = training.train
+
+    def poisoned(config, **kw):
+        def hook(u, net):
+            if u == 1:
+                with torch.no_grad():
+                    net.W[1, 0, 0] = float("nan")
+        return original(config, on_update=hook, **kw)
+
+    monkeypatch.setattr(training, "train", poisoned)
+    ds = run(tiny(gains=(1.0, 1.5), seeds=(0,)), tmp_path / "d.zarr", workers=1, stack=2)
+    status, message = ds.status.squeeze(), ds.message.squeeze()
+    assert int(status.sel(gain=1.0)) == store.STATUS["done"] and message.sel(gain=1.0).item() == ""
+    assert int(status.sel(gain=1.5)) == store.STATUS["diverged"]
+    assert message.sel(gain=1.5).item() == "non-finite loss or gradient at update 1"

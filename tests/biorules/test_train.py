@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -36,7 +38,7 @@ def test_dataset_layout_units_and_attrs():
     assert int(ds.status) == store.STATUS["done"]
     assert np.isfinite(ds.loss).all() and np.isfinite(ds.lambda_after).all()
     assert 0.0 < float(ds.weight_change) < 1.0
-    assert ds.attrs["config_rule"] == "eprop" and ds.attrs["network_n"] == 16 and ds.attrs["task_name"] == "2af"
+    assert json.loads(ds.attrs["config"])["rule"] == "eprop" and ds.attrs["network_n"] == 16 and ds.attrs["task_name"] == "2af"
     assert ds.attrs["network_n_in"] == 3 and ds.attrs["rule_feedback"] == "symmetric"
     assert list(ds.eval_update.values) == [0, 2, 4]
     assert float(ds.eval_accuracy[-1]) == float(ds.final_accuracy)
@@ -133,7 +135,7 @@ def test_lif_model_trains_and_has_no_spectrum():
     ds = train("2af", "eprop", LIFParams(n=16), model="lif", updates=2, batch=2, eval_batch=4,
                task_options={"dt": 20.0})
     assert int(ds.status) == store.STATUS["done"] and ds.sizes["exponent"] == 0
-    assert ds.attrs["config_model"] == "lif" and ds.attrs["task_dt"] == 20.0
+    assert json.loads(ds.attrs["config"])["model"] == "lif" and ds.attrs["task_dt"] == 20.0
 
 
 def test_gradient_cosine_with_bptt():

@@ -4,6 +4,7 @@ stores with weights, any task object in ``train`` and ``from_neurogym`` (when ne
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -133,7 +134,7 @@ def test_train_takes_a_task_object_and_records_its_name():
     by_object = train(task, "eprop", NetworkParams(n=8), **{**SMALL, "n_exponents": 0})
     by_name = train("2af", "eprop", NetworkParams(n=8), **{**SMALL, "n_exponents": 0})
     xr.testing.assert_identical(by_object.loss, by_name.loss)
-    assert by_object.attrs["config"] == by_name.attrs["config"] and by_object.attrs["config_task"] == "2af"
+    assert by_object.attrs["config"] == by_name.attrs["config"] and json.loads(by_object.attrs["config"])["task"] == "2af"
     with pytest.raises(InputError, match="object is not a task: it lacks name"):
         train(object(), "eprop", updates=1)
     with pytest.raises(InputError, match="task_options apply to named tasks only"):
@@ -154,5 +155,5 @@ def test_from_neurogym_trains_on_a_real_environment():
     assert a.decision.any(0).all() and set(np.unique(a.trials["choice"])) <= {1, 2}
     assert task.chance == 0.5 and task.ceiling() == 1.0
     ds = train(task, "eprop", NetworkParams(n=8), **SMALL)
-    assert int(ds.status) == store.STATUS["done"] and ds.attrs["config_task"] == "neurogym:PerceptualDecisionMaking-v0"
+    assert int(ds.status) == store.STATUS["done"] and json.loads(ds.attrs["config"])["task"] == "neurogym:PerceptualDecisionMaking-v0"
     assert ds.attrs["task_env"] == "PerceptualDecisionMaking-v0" and np.isfinite(ds.lambda_after).all()

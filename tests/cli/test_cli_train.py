@@ -29,7 +29,7 @@ def test_train_writes_store_and_summary(tmp_path):
     assert res.output == ""  # --quiet: no bar, no summary
     ds = xr.open_zarr(out)
     assert {"final_accuracy", "final_loss", "loss", "lambda_before"} <= set(ds.data_vars)
-    assert ds.attrs["config_task"] == "dms" and ds.attrs["network_n"] == 16 and ds.attrs["network_gain"] == 1.0
+    assert json.loads(ds.attrs["config"])["task"] == "dms" and ds.attrs["network_n"] == 16 and ds.attrs["network_gain"] == 1.0
     assert int(ds.status) == store.STATUS["done"]
 
 
