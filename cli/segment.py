@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "predict": "cli.segment_run:predict",
     "eval": "cli.segment_run:evaluate",
     "verify": "cli.segment_run:verify",
+    "export": "cli.segment_export:export",
 }
 
 

@@ -11,8 +11,9 @@ i.e. a per-channel softmax attention ``y_t = Σ_i P_{t,i} v_i`` with logits
 Backends (``bi_wkv(..., backend=name)``):
 
 - ``dense``: the O(T²C) softmax form, the oracle (docs/rwkv-unet.md).
-- ``scan``: O(T·C) exclusive prefix/suffix sums in plain torch with max-shifted exponents,
-  chunked so that every exponent stays within ±20 (+ the k range) for any w (docs/rwkv-unet.md).
+- ``scan``: plain torch in chunks of a length fixed by T alone (dense inside a chunk, log-space
+  summaries between chunks), every exponent max-shifted to ≤ 0 for any w (docs/rwkv-unet.md);
+  free of data-dependent control flow, so ``torch.export`` and ONNX trace it.
 - ``recurrent``: two token-by-token scans carrying a per-channel state (a, b, o): numerator,
   denominator, running log-offset (docs/rwkv-unet.md). ``step`` and ``combine`` are public.
 - ``triton``: fused forward and backward kernels (docs/rwkv-unet.md), in ``segment._wkv_triton``; needs
@@ -34,8 +35,8 @@ from segment.backends import resolve, triton_kernels_available
 
 BACKENDS = ("auto", "dense", "scan", "recurrent", "triton")
 
-#: largest |w|·L allowed inside one chunk of the ``scan`` backend (docs/rwkv-unet.md: L·max|w'| ≤ 20)
-CHUNK_DECAY = 20.0
+#: tokens per chunk of the ``scan`` backend (:func:`chunk_len`): memory B·T·CHUNK·C against ⌈T/CHUNK⌉ loop steps
+CHUNK = 16
 
 
 def triton_available() -> bool:
@@ -106,129 +107,90 @@ def wkv_dense(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 # linear-time scan (docs/rwkv-unet.md)
 
 
-def _excl_cumsum(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Exclusive prefix sum along ``dim`` by shifting a cumsum (never cumsum minus self)."""
-    c = torch.cumsum(x, dim=dim)
-    c = c.narrow(dim, 0, x.shape[dim] - 1)
-    pad = [0, 0] * (x.dim() - 1 - (dim % x.dim())) + [1, 0]
-    return F.pad(c, pad)
+def chunk_len(T: int) -> int:
+    """Tokens per chunk of the ``scan`` backend: a function of the sequence length alone.
 
-
-def _chunk_len(w: torch.Tensor, T: int) -> int:
-    if w.device.type == "meta":  # shapes only (segment.info): one chunk
-        return T
-    wmax = float(w.detach().abs().max()) if w.numel() else 0.0
-    if wmax * T <= CHUNK_DECAY:
-        return T
-    L = max(1, int(CHUNK_DECAY // wmax))
-    nc = -(-T // L)
-    return -(-T // nc)  # balanced chunks, still ≤ L
+    Every exponent of :func:`wkv_scan` is shifted by a (detached) maximum over the terms it is
+    summed with, so each one is ≤ 0 and each denominator ≥ 1 for any w, k and dtype: the chunk
+    length bounds no exponent, only memory (B·T·L·C in-chunk logits) against the length of the
+    chunk loop (⌈T/L⌉ steps). Independent of the data, so ``torch.export`` traces it."""
+    return max(1, min(T, CHUNK))
 
 
 def wkv_scan(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """O(T·C) Bi-WKV from exclusive prefix and suffix sums (docs/rwkv-unet.md), exact for any w.
+    """O(T·L·C) Bi-WKV in chunks of L = :func:`chunk_len` tokens (docs/rwkv-unet.md), exact for any w.
 
-    Inside a chunk of L tokens (L·|w| ≤ 20, L = T when possible), with m the chunk max of k
-    (detached; softmax is shift-invariant), α_p = e^{k_p−m+p·w}, β_p = e^{k_p−m−p·w}::
-
-        num_t = e^{−(p−1)w} Σ_{q<p} α_q v_q + e^{(p+1)w} Σ_{q>p} β_q v_q + e^{u+k_t−m} v_t
-
-    and likewise the denominator with v = 1. Chunks exchange (numerator, denominator, log-offset)
-    summaries through the log-space recurrence of docs/rwkv-unet.md, so no exponent exceeds the chunk bound.
+    Inside a chunk the logits s_{p,q} = k_q − (|p−q|−1)w (q ≠ p), s_{p,p} = u + k_p are formed
+    densely and shifted by their row maximum M_p. Each chunk c is summarised from both sides,
+    seen from just after it (left summary, Σ_q e^{k_q − (L−1−q)w − o_c} (v_q, 1)) and from just
+    before it (right summary, Σ_q e^{k_q − q·w − o'_c} (v_q, 1)), o_c and o'_c their maxima;
+    summaries travel from chunk to chunk through the log-space recurrence of docs/rwkv-unet.md
+    (a state (a, b, o) decays by L·w per chunk). Token p adds its left carry seen from p
+    (offset o − p·w) and its right carry (o − (L−1−p)w), all shifted by the largest offset. All
+    offsets are detached (softmax is shift-invariant), so gradients are those of the exact form.
     """
     B, T, C = k.shape
-    L = _chunk_len(w, T)
+    L = chunk_len(T)
     nc = -(-T // L)
     Tp = nc * L
     dt = k.dtype
+    neg = torch.finfo(dt).min / 4  # an absent token's logit: finite, so exp gives 0 without NaN gradients
+    valid = None
     if Tp != T:
-        mask = torch.ones(T, dtype=dt, device=k.device)
-        mask = F.pad(mask, (0, Tp - T)).view(1, nc, L, 1)
+        valid = F.pad(torch.ones(T, dtype=torch.bool, device=k.device), (0, Tp - T)).view(1, nc, L, 1)
         k = F.pad(k, (0, 0, 0, Tp - T))
         v = F.pad(v, (0, 0, 0, Tp - T))
-    else:
-        mask = None
     k = k.view(B, nc, L, C)
     v = v.view(B, nc, L, C)
-    kd = k.detach()
-    if mask is not None:
-        kd = kd.masked_fill(mask == 0, float("-inf"))
-    m = kd.amax(dim=2, keepdim=True)  # (B, nc, 1, C), detached chunk offsets
-    p = torch.arange(L, device=k.device, dtype=dt).view(1, 1, L, 1)
-    km = k - m
-    # left (prefix) part inside the chunk
-    alpha = torch.exp(km + p * w)
-    beta = torch.exp(km - p * w)
-    if mask is not None:
-        alpha = alpha * mask
-        beta = beta * mask
-    fl = torch.exp(-(p - 1) * w)
-    fr = torch.exp((p + 1) * w)
-    a_num = _excl_cumsum(alpha * v, 2)
-    a_den = _excl_cumsum(alpha, 2)
-    r_num = torch.flip(_excl_cumsum(torch.flip(beta * v, (2,)), 2), (2,))
-    r_den = torch.flip(_excl_cumsum(torch.flip(beta, (2,)), 2), (2,))
-    e_self = torch.exp(u + km)
-    if L == 1:  # no neighbours inside a chunk; e^{±w} alone could overflow
-        num, den = e_self * v, e_self
-    else:
-        num = fl * a_num + fr * r_num + e_self * v
-        den = fl * a_den + fr * r_den + e_self
+    if valid is not None:
+        k = k.masked_fill(~valid, neg)
+    pos = torch.arange(L, device=k.device, dtype=dt)
+    dist = ((pos[:, None] - pos[None, :]).abs() - 1.0).view(1, 1, L, L, 1)  # (p, q)
+    eye = torch.eye(L, dtype=torch.bool, device=k.device).view(1, 1, L, L, 1)
+    s = torch.where(eye, (u + k)[:, :, None, :, :].expand(B, nc, L, L, C), k[:, :, None, :, :] - dist * w)
+    if valid is not None:
+        s = s.masked_fill(~valid.view(1, nc, 1, L, 1), neg)
+    m = s.detach().amax(dim=3)  # (B, nc, L, C): row maxima
+    e = torch.exp(s - m[:, :, :, None, :])
+    num = (e * v[:, :, None, :, :]).sum(3)
+    den = e.sum(3)
     if nc == 1:
-        y = num / den
-        return y.view(B, T, C)
-    # chunk summaries, offset m: seen from just after the chunk (left) / just before it (right)
-    wL = torch.exp(km - (L - 1 - p) * w)
-    wR = torch.exp(km - p * w)
-    if mask is not None:
-        wL = wL * mask
-        wR = wR * mask
-    sl_num, sl_den = (wL * v).sum(2), wL.sum(2)  # (B, nc, C)
-    sr_num, sr_den = (wR * v).sum(2), wR.sum(2)
-    mc = m.squeeze(2)  # (B, nc, C)
-    decay = L * w  # per chunk
-    decay_d = decay.detach()
-    neg = torch.finfo(dt).min / 4
-    # left carries: state covering chunks < c, seen from the first token of chunk c
-    la, lb, lo = [], [], []
-    a = torch.zeros_like(sl_num[:, 0])
-    b = torch.zeros_like(a)
-    o = torch.full_like(a, neg)
-    for c in range(nc):
-        la.append(a)
-        lb.append(b)
-        lo.append(o)
-        o_new = torch.maximum(o - decay_d, mc[:, c])
-        f_old = torch.exp(o - decay - o_new)
-        f_new = torch.exp(mc[:, c] - o_new)
-        a = f_old * a + f_new * sl_num[:, c]
-        b = f_old * b + f_new * sl_den[:, c]
-        o = o_new
-    ra, rb, ro = [None] * nc, [None] * nc, [None] * nc
-    a = torch.zeros_like(a)
-    b = torch.zeros_like(a)
-    o = torch.full_like(a, neg)
-    for c in range(nc - 1, -1, -1):
-        ra[c], rb[c], ro[c] = a, b, o
-        o_new = torch.maximum(o - decay_d, mc[:, c])
-        f_old = torch.exp(o - decay - o_new)
-        f_new = torch.exp(mc[:, c] - o_new)
-        a = f_old * a + f_new * sr_num[:, c]
-        b = f_old * b + f_new * sr_den[:, c]
-        o = o_new
-    la, lb, lo = (torch.stack(x, 1).unsqueeze(2) for x in (la, lb, lo))  # (B, nc, 1, C)
-    ra, rb, ro = (torch.stack(x, 1).unsqueeze(2) for x in (ra, rb, ro))
-    wd = w.detach()
-    offL = lo - p * wd  # carry seen from token p of the chunk
-    offR = ro - (L - 1 - p) * wd
-    M = torch.maximum(torch.maximum(offL, offR), m.expand_as(offL))
-    fL = torch.exp(lo - p * w - M)
-    fR = torch.exp(ro - (L - 1 - p) * w - M)
-    fM = torch.exp(m - M)
-    num = fM * num + fL * la + fR * ra
-    den = fM * den + fL * lb + fR * rb
-    y = (num / den).reshape(B, Tp, C)
-    return y[:, :T]
+        return (num / den).reshape(B, Tp, C)[:, :T]
+    p = pos.view(1, 1, L, 1)
+    kd, wd = k.detach(), w.detach()
+    # chunk summaries: seen from just after the chunk (left) and from just before it (right)
+    xl, xr = k - (L - 1 - p) * w, k - p * w
+    ol, orr = (kd - (L - 1 - p) * wd).amax(2), (kd - p * wd).amax(2)  # (B, nc, C)
+    el, er = torch.exp(xl - ol[:, :, None]), torch.exp(xr - orr[:, :, None])
+    sl_num, sl_den = (el * v).sum(2), el.sum(2)
+    sr_num, sr_den = (er * v).sum(2), er.sum(2)
+    decay, decay_d = L * w, L * wd
+
+    def carries(order, sums_num, sums_den, offs):
+        a = torch.zeros_like(sums_num[:, 0])
+        b = torch.zeros_like(a)
+        o = torch.full_like(a, neg)
+        out = [None] * nc
+        for c in order:
+            out[c] = (a, b, o)
+            o_new = torch.maximum(o - decay_d, offs[:, c])
+            f_old = torch.exp(o - decay - o_new)
+            f_new = torch.exp(offs[:, c] - o_new)
+            a = f_old * a + f_new * sums_num[:, c]
+            b = f_old * b + f_new * sums_den[:, c]
+            o = o_new
+        return [torch.stack(x, 1).unsqueeze(2) for x in zip(*out, strict=True)]  # (B, nc, 1, C) each
+
+    la, lb, lo = carries(range(nc), sl_num, sl_den, ol)
+    ra, rb, ro = carries(range(nc - 1, -1, -1), sr_num, sr_den, orr)
+    offl, offr = lo - p * wd, ro - (L - 1 - p) * wd  # carries seen from token p of the chunk
+    top = torch.maximum(torch.maximum(offl, offr), m)
+    fl = torch.exp(lo - p * w - top)
+    fr = torch.exp(ro - (L - 1 - p) * w - top)
+    fm = torch.exp(m - top)
+    num = fm * num + fl * la + fr * ra
+    den = fm * den + fl * lb + fr * rb
+    return (num / den).reshape(B, Tp, C)[:, :T]
 
 
 # ---------------------------------------------------------------------------------------------
