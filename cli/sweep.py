@@ -98,6 +98,11 @@ Examples:
               help="Also save accuracy and λ_max against g.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write the report's figures and summary into this folder.")
+@click.option("--noise", type=Finite(min=0), default=None,
+              help="σ_rec of the activity noise σ_rec√(2α)ξ_t in every trial  [default: 0, off]")
+@click.option("--learn-a0", is_flag=True, default=False, help="Every network learns its initial state a_0.")
+@click.option("--online", is_flag=True, default=False,
+              help="eprop, eprop-random and rflo update at every loss step of a trial (bptt still per batch).")
 @click.option("--save-weights", is_flag=True, default=False,
               help="Keep every cell's initial and final weights in the store's weights group "
                    "(about 2(N²+N·n_in+N+n_out·N+n_out)·4 bytes per cell: 36 kB at N=64).")
@@ -105,7 +110,8 @@ Examples:
 @output_options
 @pass_context
 def sweep(ctx: Context, preset, step, gain, rules, floss, seeds, tasks, n, alpha, updates, batch, lr, exponents,
-          floss_target, floss_side, workers, scheduler, device, stack, out, plot, report_dir, save_weights, overwrite) -> None:
+          floss_target, floss_side, workers, scheduler, device, stack, out, plot, report_dir, noise, learn_a0, online,
+          save_weights, overwrite) -> None:
     """Train every (task, gain, rule, floss, seed) cell, test it and measure its spectra; rerun the same
     command to resume. Ends with the study's claims and their verdicts (the protocol: docs/study.md)."""
     from biorules.experiments import sweep as study
@@ -113,7 +119,8 @@ def sweep(ctx: Context, preset, step, gain, rules, floss, seeds, tasks, n, alpha
 
     given = dict(gains=None if gain is None else parse_gains(gain), rules=rules, floss=floss,
                  seeds=None if seeds is None else tuple(range(seeds)), tasks=tasks, n=n, alpha=alpha,
-                 updates=updates, batch=batch, lr=lr, n_exponents=exponents)
+                 updates=updates, batch=batch, lr=lr, n_exponents=exponents, noise=noise,
+                 learn_a0=learn_a0 or None, online=online or None)
     overrides = {k: v for k, v in given.items() if v is not None}
     if save_weights:
         overrides["save_weights"] = True

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -30,6 +31,7 @@ from biorules.errors import InputError
 from biorules.experiments.grid import Cell, Job, chunks, default_workers, run_grid, stack_size
 from biorules.flossing import MODES as FLOSS_MODES
 from biorules.flossing import FlossSchedule
+from biorules.network import NetworkParams
 from biorules.provenance import provenance_attrs
 
 CELL_DIMS = ("task", "gain", "rule", "floss", "seed")
@@ -84,9 +86,20 @@ class SweepConfig:
     save_weights: bool = False
     """Keep every cell's initial and final W, U, b, V, c in the store's ``weights`` group
     (:mod:`biorules.weights`; :func:`weights_per_cell` bytes per cell, before compression)."""
+    noise: float = 0.0
+    """σ_rec of the activity noise of every network (:class:`biorules.network.NetworkParams`)."""
+    learn_a0: bool = False
+    """Every network learns its initial state a_0 (stored with the weights)."""
+    online: bool = False
+    """The forward-in-time rules (:data:`biorules.train.ONLINE_RULES`) apply their update at every
+    loss step; the others (bptt, tbptt) still update once per batch."""
+
+    def network(self, **extra: Any) -> NetworkParams:
+        """The network record every cell starts from (gain and seed set per cell)."""
+        return NetworkParams(n=self.n, alpha=self.alpha, nonlinearity=self.nonlinearity, init=self.init,
+                             noise=self.noise, learn_a0=self.learn_a0, **extra)
 
     def __post_init__(self) -> None:
-        from biorules.network import NetworkParams
         from biorules.rules import RULE_NAMES
         from biorules.tasks import TASKS
         from biorules.train import CONDITIONS
@@ -112,7 +125,7 @@ class SweepConfig:
             raise InputError(f"exponents must lie in 1..{self.n} (the number of units)")
         if self.dtype not in ("float32", "float64"):
             raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        NetworkParams(n=self.n, alpha=self.alpha, nonlinearity=self.nonlinearity, init=self.init)
+        self.network()
         if self.floss_options:
             from biorules.flossing import FlossConfig
 
@@ -226,12 +239,10 @@ def template(config: SweepConfig) -> xr.Dataset:
         "exponent": ("exponent", np.arange(1, k + 1), {"long_name": "exponent index (1 = largest)"}),
     }
     if config.save_weights:
-        from biorules.network import NetworkParams
         from biorules.weights import weights_template
 
         n_in, n_out = _sizes(config)
-        params = NetworkParams(n=config.n, alpha=config.alpha, nonlinearity=config.nonlinearity, init=config.init,
-                               n_in=n_in, n_out=n_out)
+        params = config.network(n_in=n_in, n_out=n_out)
         cells = {"task": list(config.tasks), "gain": list(config.gains), "rule": list(config.rules),
                  "floss": list(config.floss), "seed": list(config.seeds)}
         weights = weights_template(params, cells, dtype=config.dtype)
@@ -248,14 +259,14 @@ def run_stack(config: SweepConfig, job: Job) -> list[xr.Dataset]:
     return their variables (no cell dims), in the job's order; a failure becomes ``status=failed``."""
     from biorules import train as training
     from biorules.flossing import FlossConfig
-    from biorules.network import NetworkParams
 
     task, rule, floss = job.key
     gains = tuple(float(config.gains[c[1]]) for c in job.cells)
     seeds = tuple(int(config.seeds[c[4]]) for c in job.cells)
     t0 = time.perf_counter()
-    network = NetworkParams(n=config.n, alpha=config.alpha, nonlinearity=config.nonlinearity, init=config.init)
+    network = config.network()
     common = dict(task=task, rule=rule, network=network, batch=config.batch, updates=config.updates,
+                  online=config.online and rule in training.ONLINE_RULES,
                   lr=config.lr, n_exponents=config.n_exponents, eval_every=config.eval_every,
                   eval_batch=config.eval_batch, test_batch=config.test_batch, cosine_every=config.cosine_every,
                   conditions=config.conditions, device=config.device, dtype=config.dtype)
@@ -281,7 +292,7 @@ def run_stack(config: SweepConfig, job: Job) -> list[xr.Dataset]:
     if config.save_weights:
         from biorules.weights import DIMS
 
-        keep += list(DIMS)
+        keep += list(DIMS) + (["a0"] if config.learn_a0 else [])
         n_in, n_out = _sizes(config)
         pad = {"input": n_in, "output": n_out}
     cells = []

@@ -101,6 +101,20 @@ def test_stacked_sweep_equals_the_sweep_cell_by_cell(tmp_path):
     assert (stacked.status == store.STATUS["done"]).all()
 
 
+def test_noise_learned_a0_and_online_updates_stacked_equal_cell_by_cell(tmp_path):
+    """The network options reach every cell; bptt trains per batch beside online e-prop."""
+    cfg = tiny(rules=("eprop", "bptt"), gains=(0.5, 1.5), seeds=(0,), dtype="float64", noise=0.2, learn_a0=True,
+               online=True, save_weights=True)
+    stacked = run(cfg, tmp_path / "stacked.zarr", workers=1)
+    single = run(cfg, tmp_path / "single.zarr", workers=1, stack=1)
+    xr.testing.assert_allclose(_numbers(stacked), _numbers(single), rtol=1e-10, atol=1e-12)
+    assert (stacked.status == store.STATUS["done"]).all()
+    plain = run(tiny(rules=("eprop",), gains=(0.5, 1.5), seeds=(0,), dtype="float64"), tmp_path / "p.zarr", workers=1)
+    assert not np.allclose(plain.loss.values, stacked.loss.sel(rule=["eprop"]).values)
+    w = xr.open_zarr(tmp_path / "stacked.zarr", group="weights")
+    assert np.abs(w.a0.sel(stage="final").values).max() > 0 and (w.a0.sel(stage="initial").values == 0).all()
+
+
 def test_plan_groups_cells_that_can_share_a_stack():
     from biorules.experiments.sweep import plan
 
