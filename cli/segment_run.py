@@ -193,9 +193,7 @@ def evaluate(obj: Context, checkpoints: tuple[str, ...], dataset: str | None, da
         raise click.BadParameter(f"must be in 0..{folds - 1} for --folds {folds}" if folds > 1 else
                                  "--folds K (at least 2) and --fold k go together", param_hint="--fold")
     if out is not None:
-        mode = usage(lambda: store.prepare_out(out, None, overwrite=overwrite))
-        if mode == "resume":
-            raise click.UsageError(f"--out {out} exists; pass --overwrite to replace it or choose another --out")
+        usage(lambda: store.prepare_out(out, None, overwrite=overwrite))  # ours, or refused; same options: recomputed
     from segment.engine import evaluate_checkpoint, summarize
 
     ds = evaluate_checkpoint(list(checkpoints), dataset=dataset, data_dir=data_dir, split=split,

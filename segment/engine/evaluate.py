@@ -212,10 +212,8 @@ def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], *, datase
         raise InputError(f"--empty must be one of {', '.join(M.POLICIES)}")
     if folds and fold is None:
         raise InputError(f"--folds {folds} needs --fold k: the fold whose test part the checkpoint did not see")
-    if out is not None and Path(out).exists() and not overwrite:
-        raise InputError(f"--out {out} exists; pass --overwrite to replace it")
     if out is not None:
-        check_replaceable(out, "--out")
+        check_replaceable(out, "--out")  # an existing --out is ours (a store); its options are compared below
     dev = resolve_device(device)
     model, meta = models_from_checkpoints(checkpoint, dev)
     name = dataset or str(meta["dataset"])
@@ -246,8 +244,22 @@ def evaluate_checkpoint(checkpoint: str | Path | Sequence[str | Path], *, datase
             write_test(path, 0, ev, images, R.all_dims(tmpl), -1)
             return R.open_results(path).load()
     out = Path(out)
-    replace_written(out, "--out")
+    if out.exists() and not overwrite:
+        _check_same_evaluation(out, tmpl.attrs["config"])
+    replace_written(out, "--out")  # the same evaluation again (or --overwrite): recomputed into it
     out.parent.mkdir(parents=True, exist_ok=True)
     R.create(out, tmpl)
     write_test(out, 0, ev, images, R.all_dims(tmpl), -1)
     return R.open_results(out)
+
+
+def _check_same_evaluation(out: Path, config: str) -> None:
+    """An existing evaluation store is recomputed only for the same options; else one line naming them."""
+    import json
+
+    from biorules.store import config_diff
+
+    old = str(R.open_results(out).attrs.get("config", "{}"))
+    if json.loads(old) != json.loads(config):
+        raise InputError(f"--out {out} holds an evaluation with other options ({config_diff(old, config)}); "
+                         "pass --overwrite to replace it or choose another --out")

@@ -147,3 +147,22 @@ def test_subcommand_help_does_not_import_torch() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "--checkpoint" in r.stdout
+
+
+def test_eval_again_into_its_own_store_recomputes_and_other_options_are_refused(tmp_path: Path, capsys) -> None:
+    """``segment eval --out E`` twice with the same options recomputes into E (exit 0, same numbers);
+    with another option it is refused with one line naming it, and E is unchanged."""
+    run_out = tmp_path / "run.zarr"
+    assert run(["--quiet", "segment", *TINY, "--out", str(run_out)], capsys)[0] == 0
+    ck = str(tmp_path / "run.ckpt" / "split0_best.pt")
+    ev = tmp_path / "eval.zarr"
+    base = ["segment", "eval", "--checkpoint", ck, "--device", "cpu", "--out", str(ev)]
+    assert run(["--quiet", *base], capsys)[0] == 0
+    first = open_results(ev)["test_dice"].values.copy()
+    code, _, err = run(["--quiet", *base], capsys)
+    assert code == 0, err
+    assert (open_results(ev)["test_dice"].values == first).all()
+    code, _, err = run([*base, "--tta"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "other options (tta)" in lines[0] and "--overwrite" in lines[0], err
+    assert json.loads(open_results(ev).attrs["config"])["tta"] is False
