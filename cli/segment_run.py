@@ -74,6 +74,7 @@ def run_train(obj: Context, options: dict) -> None:
     from tqdm.auto import tqdm
 
     from segment.engine import TrainConfig, diverged_splits, summarize, train
+    from segment.results import split_dim
 
     cfg = TrainConfig(**options)
     echo = tqdm.write if obj.progress else (lambda _m: None)
@@ -101,7 +102,7 @@ def run_train(obj: Context, options: dict) -> None:
         obj.echo(time_line(summary["time"]))
     obj.emit_json(summary)
     if diverged:
-        click.echo(f"{len(diverged)} of {len(ds['split'])} split(s) diverged: {', '.join(diverged)}: the loss or the "
+        click.echo(f"{len(diverged)} of {ds.sizes[split_dim(ds)]} split(s) diverged: {', '.join(diverged)}: the loss or the "
                    f"weights stopped being finite; lower --lr (now {cfg.lr:g}); status in {out}", err=True)
     obj.finish(diverged=len(diverged), failed=summary["splits_failed"])
 

@@ -1,13 +1,17 @@
 """The zarr store of a segmentation run, a :mod:`biorules.store` store: create once, fill regions.
 
-Dimensions: ``split`` (one per data split), ``epoch`` (1..E), ``class`` (foreground classes),
+Dimensions: the split dimension (one entry per data split: ``split``, or ``fold`` in a
+cross-validation run, see :func:`split_dim`), ``epoch`` (1..E), ``class`` (foreground classes),
 ``image`` (test images, or test volumes for 3-D data; the union over splits, NaN where an image
 is not in a split's test set) and ``part`` (official test parts, for the GlaS object metrics).
-Chunks are size 1 along ``split`` and ``epoch`` (the cell dims), so each epoch row and each
-split's test block is its own set of chunks. A split's ``status`` uses the shared codes of
-:data:`biorules.store.STATUS` (pending, running, done, failed). The run configuration and the
-shared provenance attrs (:func:`biorules.provenance.provenance_attrs`) are Dataset attrs.
-Creation, region writes and opening (with its version check) are those of :mod:`biorules.store`.
+Along ``split`` the coordinate is the split index 0..S-1; along ``fold`` it is the fold number
+(0..K-1, or the one fold k of ``--fold k``); ``split_name`` and ``split_seed`` are coordinates
+along either. Chunks are size 1 along the split dimension and ``epoch`` (the cell dims), so each
+epoch row and each split's test block is its own set of chunks. A split's ``status`` uses the
+shared codes of :data:`biorules.store.STATUS` (pending, running, done, failed). The run
+configuration and the shared provenance attrs (:func:`biorules.provenance.provenance_attrs`) are
+Dataset attrs. Creation, region writes and opening (with its version check) are those of
+:mod:`biorules.store`.
 """
 
 from __future__ import annotations
@@ -24,8 +28,12 @@ from biorules.errors import InputError
 from biorules.provenance import provenance_attrs
 from biorules.store import SEGMENT_TITLE
 
-CELL_DIMS = ("split", "epoch")
-"""The dims along which chunks are size 1 (one writer per epoch row and per split's test block)."""
+SPLIT, FOLD = "split", "fold"
+"""The names of the split dimension: data splits, or the folds of a cross-validation run."""
+
+CELL_DIMS = (SPLIT, "epoch")
+"""The dims along which chunks are size 1 (one writer per epoch row and per split's test block);
+in a cross-validation run ``fold`` takes the place of ``split`` (:func:`split_dim`)."""
 
 EPOCH_VARS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "train_loss": (("split", "epoch"), "1", "mean training loss (CE + soft Dice) over the epoch"),
@@ -53,6 +61,19 @@ OBJECT_VARS: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 
 
+def split_dim(run: int | xr.Dataset | Mapping[str, tuple[str, ...]]) -> str:
+    """The name of a run's split dimension: ``fold`` for cross-validation, ``split`` otherwise.
+
+    ``run`` is the run's ``--folds`` K (0: no cross-validation), a Dataset of the run (its
+    template or opened store) or its variables' dims (:func:`all_dims`). Every region write and
+    every reader of a store takes the dimension's name from here."""
+    if isinstance(run, xr.Dataset):
+        return FOLD if FOLD in run.dims else SPLIT
+    if isinstance(run, Mapping):
+        return FOLD if FOLD in run.get("status", ()) else SPLIT
+    return FOLD if run else SPLIT
+
+
 def template(
     *,
     split_names: Sequence[str],
@@ -68,14 +89,19 @@ def template(
 ) -> xr.Dataset:
     """The empty (NaN) result Dataset of a run, all splits pending; ``parts`` None means no object
     metrics. Its ``title`` is :data:`~biorules.store.SEGMENT_TITLE` unless ``attrs`` says otherwise.
-    ``split_folds`` (cross-validation) adds a ``fold`` coordinate along ``split`` (so
-    ``ds.swap_dims(split="fold")`` indexes by fold); ``hd95_units`` is ``mm`` for NIfTI volumes."""
-    sizes = {"split": len(split_names), "epoch": epochs, "class": len(classes), "image": len(images),
+    ``split_folds`` (the fold number of each split, all >= 0 in a cross-validation run) makes the
+    split dimension ``fold``, indexed by those numbers (:func:`split_dim`); ``hd95_units`` is
+    ``mm`` for NIfTI volumes."""
+    cv = split_folds is not None and len(split_folds) > 0 and all(f >= 0 for f in split_folds)
+    dim = split_dim(int(cv))
+    index = ((np.array(split_folds, dtype=np.int64), {"long_name": "cross-validation fold"}) if cv
+             else (np.arange(len(split_names)), {"long_name": "split index"}))
+    sizes = {dim: len(split_names), "epoch": epochs, "class": len(classes), "image": len(images),
              "part": len(parts or ())}
     coords = {
-        "split": ("split", np.arange(len(split_names)), {"long_name": "split index"}),
-        "split_name": ("split", np.array(split_names, dtype=object), {"long_name": "split name"}),
-        "split_seed": ("split", np.array(split_seeds, dtype=np.int64), {"long_name": "permutation seed (-1: official)"}),
+        dim: (dim, *index),
+        "split_name": (dim, np.array(split_names, dtype=object), {"long_name": "split name"}),
+        "split_seed": (dim, np.array(split_seeds, dtype=np.int64), {"long_name": "permutation seed (-1: official)"}),
         "class": ("class", np.array(classes, dtype=object), {"long_name": "foreground class"}),
         "image": ("image", np.array(images, dtype=object), {"long_name": "test image (or volume) id"}),
         "image_part": ("image", np.array(image_parts, dtype=object), {"long_name": "official part of the image"}),
@@ -84,25 +110,25 @@ def template(
     if epochs > 0:
         coords["epoch"] = ("epoch", np.arange(1, epochs + 1), {"long_name": "training epoch"})
         variables = dict(EPOCH_VARS) | variables | SPLIT_VARS
-    if split_folds is not None and all(f >= 0 for f in split_folds):
-        coords["fold"] = ("split", np.array(split_folds, dtype=np.int64), {"long_name": "cross-validation fold"})
     if parts:
         coords["part"] = ("part", np.array(parts, dtype=object), {"long_name": "test part"})
         variables |= OBJECT_VARS
     data_vars = {}
     for name, (dims, units, long_name) in variables.items():
+        dims = tuple(dim if d == SPLIT else d for d in dims)
         if name == "test_hd95":
             units = hd95_units
         data_vars[name] = (dims, np.full([sizes[d] for d in dims], np.nan), {"units": units, "long_name": long_name})
-    data_vars["best_epoch"] = ("split", np.full(sizes["split"], -1, np.int64),
+    data_vars["best_epoch"] = (dim, np.full(sizes[dim], -1, np.int64),
                                {"units": "1", "long_name": "epoch selected on validation (-1: none yet)"})
-    data_vars["status"] = store.status_variable(("split",), (sizes["split"],), long_name="split status")
+    data_vars["status"] = store.status_variable((dim,), (sizes[dim],), long_name="split status")
     return xr.Dataset(data_vars, coords=coords, attrs={"title": SEGMENT_TITLE, **attrs})
 
 
 def create(path: str | Path, ds: xr.Dataset) -> Path:
-    """Write the template as a new store (:func:`biorules.store.create`; fails if ``path`` exists)."""
-    return store.create(path, ds, CELL_DIMS)
+    """Write the template as a new store (:func:`biorules.store.create`; fails if ``path`` exists),
+    chunked by its own split dimension."""
+    return store.create(path, ds, (split_dim(ds), "epoch"))
 
 
 def write_region(path: str | Path, values: Mapping[str, np.ndarray], region: Mapping[str, slice],

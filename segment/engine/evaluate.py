@@ -134,7 +134,7 @@ def write_test(out: Path, k: int, ev: EvalResult, images: list[str], dims, best_
             vals[name] = np.array([[ev.objects.get(p, {}).get(key, np.nan) for p in parts]])
     vals["best_epoch"] = np.array([best_epoch], np.int64)
     vals["status"] = np.array([STATUS["done"]], np.int8)
-    R.write_region(out, vals, {"split": slice(k, k + 1)}, dims)
+    R.write_region(out, vals, {R.split_dim(dims): slice(k, k + 1)}, dims)
 
 
 def summarize(ds) -> dict:
@@ -148,7 +148,7 @@ def summarize(ds) -> dict:
         out["time"] = timing(ds)
     if not done.any():
         return out
-    sub = ds.isel(split=np.flatnonzero(done))
+    sub = ds.isel({R.split_dim(ds): np.flatnonzero(done)})
     for c in [str(v) for v in ds["class"].values]:
         entry = {}
         for var in ("test_dice", "test_iou", "test_hd95"):

@@ -219,7 +219,8 @@ def prepare(cfg: TrainConfig, progress: bool = False) -> tuple[Dataset, list[Spl
 
 @dataclass
 class RunStore:
-    """Where a run writes: the zarr store, its checkpoint folder and the dims of its variables."""
+    """Where a run writes: the zarr store, its checkpoint folder and the dims of its variables
+    (taken from the store, so its split dimension is the one it was created with)."""
 
     path: Path
     ckdir: Path
@@ -229,7 +230,7 @@ class RunStore:
     def write(self, values: dict, k: int, epoch: int | None = None) -> None:
         """Values of split ``k`` (and one epoch row when ``epoch`` is given) into their region."""
         values = {name: v for name, v in values.items() if name in self.dims}  # a store from before a variable
-        region = {"split": slice(k, k + 1)}
+        region = {R.split_dim(self.dims): slice(k, k + 1)}
         if epoch is not None:
             region["epoch"] = slice(epoch - 1, epoch)
         R.write_region(self.path, values, region, self.dims)

@@ -203,6 +203,7 @@ def test_random_splits_mean_and_sd(tmp_path: Path) -> None:
                         split="random", split_seed=5, splits=2, device="cpu")
     ds = E.train(cfg, tmp_path / "r.zarr").load()
     assert list(ds["split_name"].values) == ["random-5", "random-6"] and list(ds["split_seed"].values) == [5, 6]
+    assert ds.sizes["split"] == 2 and "fold" not in ds.dims and "fold" not in ds.coords  # not a fold run
     per_split = ds["test_dice"].isel({"class": 0}).mean("image", skipna=True).values
     assert np.isfinite(ds["test_dice"]).sum() == 2  # one test image per split (n // 10)
     mean, sd = E.summarize(ds)["classes"]["polyp"]["dice"]

@@ -77,3 +77,37 @@ def test_random_split_of_volumes_keeps_cases_whole(tmp_path: Path) -> None:
     assert [len(p) for p in parts] == [8, 1, 1]
     assert parts[0].isdisjoint(parts[1] | parts[2]) and parts[1].isdisjoint(parts[2])
     assert len(sp.train) + len(sp.val) + len(sp.test) == 30
+
+
+def test_fold_store_has_a_fold_dimension(tmp_path: Path) -> None:
+    import numpy as np
+    import xarray as xr
+
+    from biorules import store
+    from segment import results as R
+    from segment.engine import summarize
+
+    kw = dict(epochs=2, classes=["gland"], image_parts=["test"] * 3, parts=None, attrs={"config": "{}"})
+    tmpl = R.template(split_names=["fold1", "fold3"], split_seeds=[0, 0], images=["a", "b", "c"],
+                      split_folds=[1, 3], **kw)
+    assert R.split_dim(tmpl) == R.split_dim(5) == "fold" and "split" not in tmpl.dims
+    assert tmpl.sizes["fold"] == 2 and list(tmpl["fold"].values) == [1, 3]
+    assert tmpl["split_name"].dims == tmpl["split_seed"].dims == ("fold",)
+    assert {v.dims[0] for v in tmpl.data_vars.values()} == {"fold"}
+    path = tmp_path / "cv.zarr"
+    R.create(path, tmpl)
+    raw = xr.open_zarr(path)
+    assert "fold" in raw.dims and "split" not in raw.dims and raw.attrs["cell_dims"] == ["fold", "epoch"]
+    assert raw["train_loss"].encoding["chunks"] == (1, 1) and raw["test_dice"].encoding["chunks"] == (1, 3, 1)
+    dims = R.all_dims(tmpl)
+    assert R.split_dim(dims) == "fold"
+    for k, dice in ((1, [0.5, np.nan, 0.7]), (0, [0.9, 0.8, np.nan])):
+        R.write_region(path, {"test_dice": np.array(dice)[None, :, None],
+                              "status": np.array([store.STATUS["done"]], np.int8)}, {"fold": slice(k, k + 1)}, dims)
+    ds = R.open_results(path).load()
+    assert ds["test_dice"].sel(fold=3, image="c", **{"class": "gland"}) == pytest.approx(0.7)
+    mean, sd = summarize(ds)["classes"]["gland"]["dice"]
+    assert mean == pytest.approx((0.85 + 0.6) / 2) and sd == pytest.approx(np.std([0.85, 0.6], ddof=1))
+    plain = R.template(split_names=["random-0"], split_seeds=[0], images=["a", "b", "c"], split_folds=[-1], **kw)
+    assert R.split_dim(plain) == R.split_dim(0) == "split" and "fold" not in plain.coords
+    assert list(plain["split"].values) == [0] and plain["status"].dims == ("split",)

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import seg_fixtures as fx
 import torch
+import xarray as xr
 from PIL import Image
 
+from biorules.store import STATUS
 from cli.main import main
 from segment.results import open_results
 
@@ -48,7 +50,9 @@ def fold0(tmp_path_factory):
 def test_nnunet_fold_trains_and_evaluates_in_mm(fold0, capsys) -> None:
     data, out = fold0
     ds = open_results(out)
-    assert list(ds["split_name"].values) == ["fold0"] and int(ds["fold"].values[0]) == 0
+    assert list(ds["split_name"].values) == ["fold0"] and "split" not in ds.dims
+    assert ds.sizes["fold"] == 1 and ds["fold"].values.tolist() == [0] and ds["status"].dims == ("fold",)
+    assert "fold" in xr.open_zarr(out).dims
     assert ds["test_hd95"].attrs["units"] == "mm"
     splits = json.loads(ds.attrs["splits"])
     assert splits[0]["fold"] == 0 and len({i.rsplit("_z", 1)[0] for i in splits[0]["test"]}) == 1
@@ -60,6 +64,40 @@ def test_nnunet_fold_trains_and_evaluates_in_mm(fold0, capsys) -> None:
     summary = json.loads(stdout)
     assert summary["hd95_units"] == "mm"
     np.testing.assert_allclose(summary["classes"]["rv"]["dice"][0], float(ds["test_dice"].sel({"class": "rv"}).mean()))
+
+
+def test_eval_of_a_fold_writes_a_fold_store(fold0, tmp_path: Path, capsys) -> None:
+    data, out = fold0
+    ev = tmp_path / "eval.zarr"
+    code, _, err = run(["--quiet", "segment", "eval", "--checkpoint", str(out.with_suffix(".ckpt") / "split0_best.pt"),
+                        "--data-dir", str(data), "--folds", "5", "--fold", "0", "--device", "cpu", "--out", str(ev)],
+                       capsys)
+    assert code == 0, err
+    raw = xr.open_zarr(ev)
+    assert "fold" in raw.dims and "split" not in raw.dims and raw.sizes["fold"] == 1 and raw["fold"].values.tolist() == [0]
+    ds = open_results(ev).load()
+    assert list(ds["split_name"].values) == ["fold0"] and int(ds["status"].sel(fold=0)) == STATUS["done"]
+    np.testing.assert_allclose(ds["test_dice"].values, open_results(out)["test_dice"].values)
+
+
+def test_resume_of_a_fold_run_tests_into_its_fold(fold0, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from segment import results as R
+
+    data, src = fold0
+    out = tmp_path / "cv.zarr"
+    shutil.copytree(src, out)
+    shutil.copytree(src.with_suffix(".ckpt"), out.with_suffix(".ckpt"))
+    dims = R.all_dims(R.open_results(out))
+    R.write_region(out, {"test_dice": np.full((1, *open_results(out)["test_dice"].shape[1:]), np.nan),
+                         "status": np.array([STATUS["running"]], np.int8)}, {R.split_dim(dims): slice(0, 1)}, dims)
+    code, _, err = run(["--quiet", "segment", "--dataset", "nnunet", "--data-dir", str(data), "--folds", "5",
+                        "--fold", "0", *TINY, "--out", str(out)], capsys)
+    assert code == 0, err
+    ds, want = open_results(out).load(), open_results(src).load()
+    assert ds.sizes["fold"] == 1 and ds["fold"].values.tolist() == [0] and int(ds["status"].sel(fold=0)) == STATUS["done"]
+    np.testing.assert_allclose(ds["test_dice"].values, want["test_dice"].values)
 
 
 def test_predict_imagests_writes_nifti_with_the_input_affine(fold0, tmp_path: Path, capsys) -> None:
