@@ -108,19 +108,20 @@ def failed_cells(job: Job, error: BaseException | str) -> list[xr.Dataset]:
     return [cell] * len(job.cells)
 
 
-def _one_thread() -> None:
-    """A worker process computes on one core: torch and numba's parallel kernels get one thread each
-    (the workers already fill the cores; more threads would only oversubscribe them)."""
+def _threads(n: int) -> None:
+    """A worker process computes on its share of the cores: ``n`` threads for torch and numba's
+    parallel kernels (1 for CPU workers, which already fill the cores; a GPU worker's spectra get
+    the cores divided among the GPUs)."""
     import numba
     import torch
 
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 def _run_job(fn: Callable[[Job], list[xr.Dataset]], job: Job, threads: int | None) -> list[xr.Dataset]:
-    if threads == 1:
-        _one_thread()
+    if threads:
+        _threads(threads)
     return fn(job)
 
 
@@ -139,20 +140,46 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)  # the process that started us is gone: nobody would read our results
 
 
-def _worker_start() -> None:
+def _worker_start(devices: Any = None) -> None:
     """Initializer of a local worker process: exit as soon as the process that started it dies
-    (killed with SIGKILL too, which runs no cleanup in the parent)."""
+    (killed with SIGKILL too, which runs no cleanup in the parent); with ``devices`` (a queue of
+    GPU indices, one per worker), see only the GPU it takes, as ``cuda``."""
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())  # before this process touches CUDA
 
 
-def _processes(fn, jobs: list[Job], workers: int) -> Iterator[tuple[Job, list[xr.Dataset]]]:
+def gpu_indices(device: str) -> list[int]:
+    """The GPUs a sweep on ``device`` spreads over: every visible one for ``cuda`` (empty when
+    fewer than two, or on the CPU), none for ``cuda:N`` (that one GPU, in this process)."""
+    if device != "cuda":
+        return []
+    import torch
+
+    n = torch.cuda.device_count()  # through NVML where it can: this process starts no CUDA context
+    return list(range(n)) if n > 1 else []
+
+
+def _processes(fn, jobs: list[Job], workers: int, devices: Sequence[int] | None = None
+               ) -> Iterator[tuple[Job, list[xr.Dataset]]]:
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_start)
+    queue = None
+    if devices:
+        ctx = multiprocessing.get_context("spawn")  # a forked CUDA runtime is unusable; spawn starts clean
+        queue = ctx.Queue()
+        for d in devices:
+            queue.put(d)
+        pool = ProcessPoolExecutor(max_workers=len(devices), mp_context=ctx, initializer=_worker_start,
+                                   initargs=(queue,))
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_start)
     complete = False
     try:
-        futures = {pool.submit(_run_job, fn, job, 1): job for job in jobs}
+        threads = max(1, usable_cpus() // len(devices)) if devices else 1
+        futures = {pool.submit(_run_job, fn, job, threads): job for job in jobs}
         for fut in as_completed(futures):
             error = fut.exception()
             if isinstance(error, BrokenProcessPool):
@@ -298,6 +325,7 @@ def run_grid(
     retry_failed: bool = True,
     no_worker_timeout: float | None = None,
     connect_timeout: float | None = None,
+    devices: Sequence[int] | None = None,
 ) -> xr.Dataset:
     """Run every pending cell of the grid into the store ``path`` and return the store's contents.
 
@@ -305,7 +333,8 @@ def run_grid(
     of the job (its variables without the cell dims; a reason for a failed or diverged cell in its
     ``message`` attr), in the job's order. ``workers`` local processes (default: one per CPU; 1
     runs in this process), or the dask.distributed cluster at ``scheduler`` (contacted before the
-    store is created). ``on_cell(cell, ds)`` is called after each write. ``retry_failed``: cells
+    store is created); with ``devices`` (GPU indices), one local process per GPU instead, each seeing
+only its own GPU as ``cuda``. ``on_cell(cell, ds)`` is called after each write. ``retry_failed``: cells
     that failed in an earlier run are run again (diverged ones never are).
     """
 
@@ -316,11 +345,11 @@ def run_grid(
     with _quiet_dask() if scheduler else contextlib.nullcontext():
         return _run_grid(path, template, cell_dims, plan, fn, workers=workers, scheduler=scheduler, progress=progress,
                          desc=desc, on_cell=on_cell, retry_failed=retry_failed, no_worker_timeout=no_worker_timeout,
-                         connect_timeout=connect_timeout)
+                         connect_timeout=connect_timeout, devices=devices)
 
 
 def _run_grid(path, template, cell_dims, plan, fn, *, workers, scheduler, progress, desc, on_cell, retry_failed,
-              no_worker_timeout, connect_timeout) -> xr.Dataset:
+              no_worker_timeout, connect_timeout, devices=None) -> xr.Dataset:
     from tqdm.auto import tqdm
 
     client = connect(scheduler, connect_timeout) if scheduler else None
@@ -338,7 +367,8 @@ def _run_grid(path, template, cell_dims, plan, fn, *, workers, scheduler, progre
                 results = _dask(client, fn, jobs, scheduler, timeout)
             else:
                 workers = workers or default_workers(len(jobs))
-                results = _in_process(fn, jobs) if workers == 1 else _processes(fn, jobs, workers)
+                results = (_in_process(fn, jobs) if workers == 1 and not devices
+                           else _processes(fn, jobs, workers, devices))
             with tqdm(total=pending, disable=not progress, desc=desc, unit="cell") as bar:
                 for job, cells in results:
                     todo = [(idx, _message(cell) if reasons else cell.drop_vars(MESSAGE, errors="ignore"))

@@ -28,7 +28,15 @@ import xarray as xr
 
 from biorules import store
 from biorules.errors import InputError
-from biorules.experiments.grid import Cell, Job, chunks, default_workers, run_grid, stack_size
+from biorules.experiments.grid import (
+    Cell,
+    Job,
+    chunks,
+    default_workers,
+    gpu_indices,
+    run_grid,
+    stack_size,
+)
 from biorules.flossing import MODES as FLOSS_MODES
 from biorules.flossing import FlossSchedule
 from biorules.network import NetworkParams
@@ -345,13 +353,16 @@ def run(config: SweepConfig, out: str | Path, *, workers: int | None = None, sch
     """
     if stack is not None and stack < 1:
         raise InputError(f"--stack must be positive, got {stack}")
-    if workers is None and config.device != "cpu":
+    devices = gpu_indices(config.device) if workers is None and not scheduler else []
+    if devices:
+        workers = len(devices)  # one process per GPU, each seeing only its own as cuda
+    elif workers is None and config.device != "cpu":
         workers = 1  # one process drives the GPU; the stacks give it the parallel work
     n_workers = workers or default_workers(config.cells)
     return run_grid(out, template(config), CELL_DIMS,
                     partial(plan, config, stack=stack, workers=1 if scheduler else n_workers),
                     partial(run_stack, config), workers=workers, scheduler=scheduler, progress=progress,
-                    desc="sweep", on_cell=on_cell)
+                    desc="sweep", on_cell=on_cell, devices=devices or None)
 
 
 def summary(ds: xr.Dataset) -> xr.Dataset:

@@ -125,3 +125,40 @@ def test_a_cluster_without_workers_ends_with_the_resume_hint(tmp_path):
             grid.run_grid(path, _template(), DIMS, _plan, _fail_odd_seed, scheduler=cluster.scheduler_address,
                           no_worker_timeout=0.5)
     assert (store.open_store(path)["status"].values == store.STATUS["pending"]).all()
+
+
+def _visible_device(job):
+    import os
+
+    import torch
+
+    (i, j), = job.cells
+    return [_cell(float(os.environ["CUDA_VISIBLE_DEVICES"]) + 100 * torch.get_num_threads())]
+
+
+def test_one_worker_process_per_gpu_sees_only_its_own(tmp_path):
+    """``devices``: one spawned worker per GPU index, each with CUDA_VISIBLE_DEVICES set to its own
+    before it touches CUDA, and the cores divided among them (no GPU needed to check the wiring)."""
+    ds = grid.run_grid(tmp_path / "g.zarr", _template(2, 2), DIMS, _plan, _visible_device, workers=2, devices=[3, 5])
+    assert (ds.status == store.STATUS["done"]).all()
+    device, threads = ds.x.values % 100, ds.x.values // 100
+    assert set(device.ravel()) <= {3.0, 5.0}
+    assert (threads == max(1, grid.usable_cpus() // 2)).all()
+
+
+def test_a_cuda_sweep_spreads_over_every_visible_gpu(monkeypatch):
+    import torch
+
+    from biorules.experiments import sweep
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert grid.gpu_indices("cuda") == [0, 1, 2] and grid.gpu_indices("cuda:1") == [] and grid.gpu_indices("cpu") == []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert grid.gpu_indices("cuda") == []
+    seen = {}
+    monkeypatch.setattr(sweep, "gpu_indices", lambda device: [0, 1] if device == "cuda" else [])
+    monkeypatch.setattr(sweep, "run_grid", lambda *a, **kw: seen.update(kw))
+    sweep.run(sweep.SweepConfig(device="cuda"), "unused.zarr")
+    assert seen["workers"] == 2 and seen["devices"] == [0, 1]
+    sweep.run(sweep.SweepConfig(device="cuda:0"), "unused.zarr")
+    assert seen["workers"] == 1 and seen["devices"] is None

@@ -106,6 +106,8 @@ CASES = [
     (["segment", "predict", "--checkpoint", "bad.pt", "--input", "userdir", "--out", "pred"], 2, "--checkpoint"),
     (["segment", "predict", "--checkpoint", "bad.pt", "--input", "userdir", "--out", "afile/p"], 2, "--out"),
     (["segment", "eval", "--checkpoint", "missing.pt"], 2, "--checkpoint"),
+    (["segment", "export", "--checkpoint", "missing.pt", "out.pt2"], 2, "--checkpoint"),
+    (["segment", "export", "--checkpoint", "bad.pt", "--format", "tflite", "out.pt2"], 2, "--format"),
     (["segment", "eval", "--checkpoint", "missing.pt", "--out", "userdir", "--overwrite"], 2, "did not write"),
     (["segment", "verify", "--dataset", "glas", "--data-dir", "nowhere"], 2, "nowhere"),
     # export
