@@ -10,22 +10,15 @@ from pathlib import Path
 
 import pytest
 import seg_fixtures as fx
+from cli_runner import run_in_process
 
 from biorules.store import STATUS
-from cli.main import main
 from segment.results import open_results
 
 TINY = ["--model", "rwkv_unet_test", "--size", "32", "--epochs", "1", "--batch", "6", "--device", "cpu"]
 
 
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run = run_in_process  # the entry point in this process: exit code, stdout, stderr
 
 
 def test_train_predict_eval(tmp_path: Path, capsys) -> None:

@@ -13,6 +13,7 @@ import pytest
 import seg_fixtures as fx
 import torch
 import xarray as xr
+from cli_runner import run_in_process
 from PIL import Image
 
 from biorules.store import STATUS
@@ -23,14 +24,7 @@ TINY = ["--model", "rwkv_unet_test", "--size", "32", "--epochs", "1", "--batch",
 SHAPE = (20, 16, 3)  # voxels; 3 slices of 20 × 16 along the 3 mm axis
 
 
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run = run_in_process  # the entry point in this process: exit code, stdout, stderr
 
 
 @pytest.fixture(scope="module")
