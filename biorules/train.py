@@ -432,7 +432,7 @@ class _Run:
         with torch.no_grad():
             x = torch.as_tensor(data.x, dtype=self.net.W.dtype, device=self.net.W.device)
             eta = None if data.noise is None else torch.as_tensor(data.noise, dtype=x.dtype, device=x.device)
-            y = self.rule.forward(self.net, x, eta) if eta is not None else self.rule.forward(self.net, x)
+            y = self.rule.forward(self.net, x, eta)
             loss = self.task.loss(y, data)
         return np.atleast_1d(loss.double().cpu().numpy()).copy(), np.atleast_1d(self.task.accuracy(y, data)).astype(float)
 
