@@ -146,17 +146,42 @@ def test_one_worker_process_per_gpu_sees_only_its_own(tmp_path):
     assert (threads == max(1, grid.usable_cpus() // 2)).all()
 
 
+def _torch_threads(job):
+    import numpy as np
+    import torch
+
+    from biorules.lyapunov import spectrum
+
+    spectrum(np.eye(8)[None] * 0.5, alpha=0.5, n_exponents=2, steps=20)  # numba's parallel kernel, then torch
+    return [_cell(torch.get_num_threads())]
+
+
+def test_cpu_workers_run_torch_on_one_thread_after_numba_starts(tmp_path):
+    """A forked CPU worker starts numba's OpenMP layer, which resets OpenMP's thread count that
+    torch reads; torch must still run on one thread per worker (two spinning threads per worker
+    on two cores made stacks 3-6x slower)."""
+    ds = grid.run_grid(tmp_path / "g.zarr", _template(2, 2), DIMS, _plan, _torch_threads, workers=2)
+    assert (ds.status == store.STATUS["done"]).all()
+    assert (ds.x.values == 1).all()
+
+
 def test_a_cuda_sweep_spreads_over_every_visible_gpu(monkeypatch):
     import torch
 
     from biorules.experiments import sweep
 
+    monkeypatch.setattr(grid, "usable_cpus", lambda: 16)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
-    assert grid.gpu_indices("cuda") == [0, 1, 2] and grid.gpu_indices("cuda:1") == [] and grid.gpu_indices("cpu") == []
+    assert grid.gpu_indices("cuda") == [0, 1, 2] * 4 and grid.gpu_indices("cuda:1") == [] and grid.gpu_indices("cpu") == []
+    assert grid.gpu_indices("cuda", 3) == [0, 1, 2] and grid.gpu_indices("cuda", 1) == [0]
+    monkeypatch.setattr(grid, "usable_cpus", lambda: 2)
+    assert grid.gpu_indices("cuda") == [0, 1, 2]  # at least one per GPU, else at most one per core
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert grid.gpu_indices("cuda") == [0, 0] and grid.gpu_indices("cuda", 1) == []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     assert grid.gpu_indices("cuda") == []
     seen = {}
-    monkeypatch.setattr(sweep, "gpu_indices", lambda device: [0, 1] if device == "cuda" else [])
+    monkeypatch.setattr(sweep, "gpu_indices", lambda device, workers: [0, 1] if device == "cuda" else [])
     monkeypatch.setattr(sweep, "run_grid", lambda *a, **kw: seen.update(kw))
     sweep.run(sweep.SweepConfig(device="cuda"), "unused.zarr")
     assert seen["workers"] == 2 and seen["devices"] == [0, 1]
