@@ -82,7 +82,8 @@ Examples:
               help="Exponents flossing pulls toward λ*: both, below (raise only those under it) or above  "
                    "[default: below for the default preset, both for paper]")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Local worker processes; they end with this process  [default: CPU count]")
+              help="Local worker processes; they end with this process  [default: CPU count; with --device cuda, "
+                   "4 per GPU]")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="dask.distributed scheduler (tcp://HOST:PORT) to run the cells on; the run ends with one line "
                    "when it cannot be reached, is lost, or has had no worker for 2 minutes.")

@@ -353,9 +353,9 @@ def run(config: SweepConfig, out: str | Path, *, workers: int | None = None, sch
     """
     if stack is not None and stack < 1:
         raise InputError(f"--stack must be positive, got {stack}")
-    devices = gpu_indices(config.device) if workers is None and not scheduler else []
+    devices = [] if scheduler else gpu_indices(config.device, workers)
     if devices:
-        workers = len(devices)  # one process per GPU, each seeing only its own as cuda
+        workers = len(devices)  # one process per entry, each seeing only its own GPU as cuda
     elif workers is None and config.device != "cpu":
         workers = 1  # one process drives the GPU; the stacks give it the parallel work
     n_workers = workers or default_workers(config.cells)
