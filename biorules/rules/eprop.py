@@ -25,7 +25,8 @@ the leak kept; at W = 0 it equals BPTT (docs/rules.md, property 3). Trace memory
 
 Both run in the one online loop :func:`biorules.rules.common.online_pass`, forward in time with no
 stored trajectory and no autograd; e_t comes in closed form from the task; the readout gets its
-exact local gradient.
+exact local gradient. Applied once per batch, the LIF gradient comes from :meth:`Eprop.summed`
+instead: the same numbers with the sums over t and s swapped, so no N × P trace per trial.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
+from biorules.errors import InputError
+from biorules.network import simulate
 from biorules.rules.base import GradResult
 from biorules.rules.common import (
     a0_gradient,
@@ -43,7 +46,10 @@ from biorules.rules.common import (
     check_kind,
     feedback,
     forward,
+    inputs,
+    mask_recurrent,
     online_pass,
+    zero_state,
 )
 
 
@@ -149,8 +155,59 @@ class Eprop:
 
     def gradients(self, model: torch.nn.Module, batch: Any, task: Any, *,
                   apply: Callable[[dict[str, torch.Tensor]], None] | None = None) -> GradResult:
-        """Gradients of one batch; with ``apply``, each loss step's gradient is applied at once (online)."""
+        """Gradients of one batch; with ``apply``, each loss step's gradient is applied at once (online).
+
+        Without ``apply``, a LIF network's gradients come from :meth:`summed` (the same numbers);
+        the rate network keeps its O(N) traces, which stay in cache.
+        """
+        if apply is None and check_kind(model, self.name, self.kinds) == "lif":
+            return self.summed(model, batch, task)
         return self.run(model, batch, task, apply=apply)[0]
+
+    def summed(self, model: torch.nn.Module, batch: Any, task: Any) -> GradResult:
+        """Spiking e-prop's batch gradient with the sums over t and s swapped:
+
+            ∇[W|U|b]_jp = Σ_t L_{t,j} Ē_{t,jp} = Σ_s (1−κ) ψ_{s,j} L̃_{s,j} ε_{s,p},
+            L̃_s = Σ_{t≥s} κ^{t−s} L_t   (backward-filtered learning signal),
+
+        so the N × P filtered trace Ē of every trial and step becomes one matrix product over
+        (t, trial), at the cost of keeping ψ, ε and L for the trial (O(T·(N + P)) per trial).
+        LIF networks only; updates applied at every step need the forward traces of :meth:`run`.
+        """
+        if check_kind(model, self.name, self.kinds) != "lif":
+            raise InputError("Eprop.summed is the LIF network's batch gradient; the rate network uses run")
+        from biorules.spiking import stack_states
+
+        p, n = model.step_params, model.n
+        with torch.no_grad():
+            x = inputs(model, batch)
+            start = zero_state(model, x.shape[-2])
+            _, states = simulate(model.step, start, x)
+            z = torch.stack([st.z for st in states])
+            r = torch.stack([st.r for st in states])
+            psi = model.psi(stack_states(states))  # ψ_t, (T, ..., B, N)
+            ones = x.new_ones((*x.shape[:-1], 1))
+            pre = torch.cat([torch.cat([start.z[None], z[:-1]]), x, ones], dim=-1)  # z_{t−1}, x_t, 1
+            eps = torch.empty_like(pre)
+            e_v, e_i = torch.zeros_like(pre[0]), torch.zeros_like(pre[0])
+            for t in range(len(pre)):  # ε_t (box) or ε^v_t (current), O(P) per trial and step
+                if p.cell == "box":
+                    e_v = (1.0 - p.alpha_m) * e_v + p.alpha_m * pre[t]
+                else:
+                    e_v, e_i = (1.0 - p.alpha_m) * e_v + p.alpha_m * e_i, (1.0 - p.alpha_s) * e_i + pre[t]
+                eps[t] = e_v
+            y = model.readout(r)
+            loss, e = task.output_error(y, batch)
+            L = e @ self.feedback_matrix(model).swapaxes(-1, -2)  # B e_t, 0 off loss steps
+            filtered = torch.empty_like(L)
+            acc = torch.zeros_like(L[0])
+            for t in range(len(L) - 1, -1, -1):
+                acc = L[t] + p.kappa * acc
+                filtered[t] = acc
+            G = torch.einsum("t...bj,t...bp->...jp", (1.0 - p.kappa) * psi * filtered, eps)
+            grads = {"W": G[..., :n], "U": G[..., n:-1], "b": G[..., -1],
+                     "V": torch.einsum("t...bo,t...bn->...on", e, r), "c": e.sum(0).sum(-2)}
+        return GradResult(mask_recurrent(model, grads), y, loss)
 
     def feedback_matrix(self, model: torch.nn.Module) -> torch.Tensor:
         """B: Vᵀ of the current readout, or the fixed random matrices of ``feedback_seed``."""

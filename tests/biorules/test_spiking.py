@@ -261,3 +261,23 @@ def test_spiking_eprop_learns_2af():
     out = _example().train("2af", "eprop", n=64, dt=2.0, lr=1e-2, updates=300, eval_every=100, seed=0, verbose=False)
     acc = out["curve"]["accuracy"]
     assert acc[0] < 0.65 and acc[-1] >= 0.7, acc
+
+
+@pytest.mark.parametrize("cell", ["box", "current"])
+def test_summed_batch_gradient_equals_the_forward_traces(cell):
+    """gradients() swaps spiking e-prop's sums over t and s (no N × P trace per trial): the same
+    numbers as the forward traces of run(), for a stack with its own feedback matrices."""
+    from biorules.tasks import stack_batches
+
+    task, _ = _task_and_batch("2af")
+    members = tuple(LIFParams(n=16, n_in=task.n_in, n_out=task.n_out, dt=1.0, gain=g, seed=s, cell=cell)
+                    for g, s in ((0.5, 0), (1.5, 1), (2.0, 2)))
+    model = LIFNetwork(members, dtype=torch.float64)
+    batch = stack_batches([task.batch(4, seed=s) for s in range(3)])
+    rule = LIFEpropRandom(feedback_seed=(3, 4, 5))
+    traced, summed = rule.run(model, batch, task)[0], rule.gradients(model, batch, task)
+    for name in PARAM_NAMES:
+        assert traced.grads[name].norm() > 0
+        assert _rel(summed.grads[name], traced.grads[name]) < 1e-12, name
+    torch.testing.assert_close(summed.loss, traced.loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(summed.y, traced.y, rtol=1e-12, atol=0)
