@@ -203,7 +203,11 @@ class _SuperSpike(torch.autograd.Function):
 
 
 def spike(v_pre: torch.Tensor, params: LIFParams) -> torch.Tensor:
-    """z_t = H(ṽ_t − v_th) with surrogate gradient ψ_t (:func:`pseudo_derivative`)."""
+    """z_t = H(ṽ_t − v_th) with surrogate gradient ψ_t (:func:`pseudo_derivative`); where no
+    gradient is recorded (the online rules, evaluation), H alone, without the autograd Function."""
+    if not (torch.is_grad_enabled() and v_pre.requires_grad):
+        x = v_pre - params.v_th
+        return heaviside(x / params.v_th if params.surrogate == "triangle" else x)
     if params.surrogate == "triangle":
         return threshold((v_pre - params.v_th) / params.v_th, "triangle", params.gamma)
     return _SuperSpike.apply(v_pre - params.v_th, params.beta)
