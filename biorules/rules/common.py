@@ -150,6 +150,17 @@ def a0_gradient(model: torch.nn.Module, g: torch.Tensor, t: int, form: str = "a"
     return leak * model.nl.dphi(model.a0) * g.sum(-2)
 
 
+def backward_filter(L: torch.Tensor, decay: float) -> torch.Tensor:
+    """L̃_s = Σ_{t≥s} decay^{t−s} L_t along the leading time axis (L̃_s = L_s + decay·L̃_{s+1}): the
+    learning signal of the reordered batch gradients (RFLO's and spiking e-prop's ``summed``)."""
+    filtered = torch.empty_like(L)
+    acc = torch.zeros_like(L[0])
+    for t in range(len(L) - 1, -1, -1):
+        acc = L[t] + decay * acc
+        filtered[t] = acc
+    return filtered
+
+
 def online_pass(model: torch.nn.Module, batch: Any, task: Any, B: torch.Tensor, init: Any, advance: Any,
                 learn: Any, step: Callable[..., Any] | None = None,
                 apply: Callable[[dict[str, torch.Tensor]], None] | None = None) -> tuple[Any, Any]:

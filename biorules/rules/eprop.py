@@ -42,6 +42,7 @@ from biorules.network import simulate
 from biorules.rules.base import GradResult
 from biorules.rules.common import (
     a0_gradient,
+    backward_filter,
     check_feedback,
     check_kind,
     feedback,
@@ -199,12 +200,7 @@ class Eprop:
             y = model.readout(r)
             loss, e = task.output_error(y, batch)
             L = e @ self.feedback_matrix(model).swapaxes(-1, -2)  # B e_t, 0 off loss steps
-            filtered = torch.empty_like(L)
-            acc = torch.zeros_like(L[0])
-            for t in range(len(L) - 1, -1, -1):
-                acc = L[t] + p.kappa * acc
-                filtered[t] = acc
-            G = torch.einsum("t...bj,t...bp->...jp", (1.0 - p.kappa) * psi * filtered, eps)
+            G = torch.einsum("t...bj,t...bp->...jp", (1.0 - p.kappa) * psi * backward_filter(L, p.kappa), eps)
             grads = {"W": G[..., :n], "U": G[..., n:-1], "b": G[..., -1],
                      "V": torch.einsum("t...bo,t...bn->...on", e, r), "c": e.sum(0).sum(-2)}
         return GradResult(mask_recurrent(model, grads), y, loss)

@@ -33,6 +33,7 @@ from biorules.network import simulate
 from biorules.rules.base import GradResult
 from biorules.rules.common import (
     a0_gradient,
+    backward_filter,
     check_feedback,
     check_form,
     check_kind,
@@ -105,12 +106,7 @@ class RFLO:
             y = model.readout(h)
             loss, e = task.output_error(y, batch)
             L = e @ feedback(model, self.feedback, self.feedback_seed).swapaxes(-1, -2)  # B e_t, 0 off loss steps
-            filtered = torch.empty_like(L)
-            acc = torch.zeros_like(L[0])
-            for t in range(len(L) - 1, -1, -1):
-                acc = L[t] + (1.0 - alpha) * acc
-                filtered[t] = acc
-            g = alpha * psi * filtered
+            g = alpha * psi * backward_filter(L, 1.0 - alpha)
             grads = {
                 "W": torch.einsum("t...bj,t...bi->...ji", g, h_prev),
                 "U": torch.einsum("t...bj,t...bi->...ji", g, x),
