@@ -128,9 +128,12 @@ def test_plan_groups_cells_that_can_share_a_stack():
     one_group = plan(tiny(gains=(0.5, 1.0, 1.5)), [(0, g, 0, 0, s) for g in range(3) for s in range(2)], workers=2)
     assert [len(j.cells) for j in one_group] == [3, 3]
     big = dict(n=200, gains=(0.5, 1.0, 1.5), rules=("eprop", "bptt"), floss=("none", "local"))
-    # on the CPU a stack of N = 200 networks does not pay; a GPU takes whole groups
-    assert {len(j.cells) for j in plan(tiny(**big), cells, workers=2)} == {1}
-    assert {len(j.cells) for j in plan(tiny(**big, device="cuda"), cells, workers=2)} == {6}
+    # the CPU cap is 320 000 weights: a whole group of 6 at N = 200, 2 members at N = 400;
+    # a GPU takes whole groups
+    assert {len(j.cells) for j in plan(tiny(**big), cells, workers=2)} == {6}
+    bigger = {**big, "n": 400}
+    assert {len(j.cells) for j in plan(tiny(**bigger), cells, workers=2)} == {2}
+    assert {len(j.cells) for j in plan(tiny(**bigger, device="cuda"), cells, workers=2)} == {6}
 
 
 def test_a_master_seed_means_the_same_network_in_lyapunov_train_and_sweep(monkeypatch):
