@@ -205,6 +205,18 @@ def _t(M: Any) -> Any:
     return M.swapaxes(-1, -2)
 
 
+def affine(r: Any, M: Any, c: Any) -> Any:
+    """M r + c for rows r (..., B, n) of a single or stacked map M (..., m, n): one fused
+    multiply-add when r has M's rank (a step's state), a product and a sum otherwise (a recorded
+    trial, (T, ..., B, n))."""
+    if isinstance(r, np.ndarray) or r.ndim != M.ndim:
+        return r @ _t(M) + _bias(c, M)
+    import torch
+
+    fma = torch.addmm if M.ndim == 2 else torch.baddbmm
+    return fma(_bias(c, M).expand(*r.shape[:-1], M.shape[-2]), r, _t(M))
+
+
 def _drive(h: Any, x: Any, W: Any, U: Any, b: Any, eta: Any = None) -> Any:
     """W h + U x + b (+ η) for states (..., B, N): fused multiply-adds for torch (one BLAS call per
     term, which is what a step of a small network costs), plain products for numpy."""
@@ -374,7 +386,7 @@ def _torch_module():
             return self.nl.dphi(state.a)
 
         def readout(self, h: torch.Tensor) -> torch.Tensor:
-            return h @ _t(self.V) + _bias(self.c, self.V)
+            return affine(h, self.V, self.c)
 
         def forward(self, x: torch.Tensor, state: RateState | None = None, record_states: bool = False):
             state = self.initial_state(x.shape[-2]) if state is None else state

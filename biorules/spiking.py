@@ -52,7 +52,7 @@ from norse.torch.functional.threshold import threshold
 from torch import nn
 
 from biorules.errors import InputError
-from biorules.network import _bias, _t, simulate
+from biorules.network import _drive, affine, simulate
 
 SURROGATES = ("triangle", "superspike")
 CELLS = ("box", "current")
@@ -220,9 +220,7 @@ def lif_step(
 
     ``x`` (..., n_in) may be None (no input). Returns the new state; the caller reads z_t and r_t.
     """
-    drive = state.z @ _t(W) + _bias(b, W)
-    if x is not None:
-        drive = drive + x @ _t(U)
+    drive = _drive(state.z, x, W, U, b)  # W z_{t−1} + U x_t + b, as in the rate step
     if params.cell == "box":
         current, i_new = drive, None
     else:
@@ -307,7 +305,7 @@ class LIFNetwork(nn.Module):
 
     def readout(self, r: torch.Tensor) -> torch.Tensor:
         """y_t = V r_t + c."""
-        return r @ _t(self.V) + _bias(self.c, self.V)
+        return affine(r, self.V, self.c)
 
     def forward(self, x: torch.Tensor, state: LIFState | None = None, record_states: bool = False):
         x = torch.as_tensor(x, dtype=self.W.dtype, device=self.W.device)
