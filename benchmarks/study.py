@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported as benchmarks.*
+from _timing import old_tree  # noqa: E402
 
 # run in a subprocess with an old tree first on sys.path: the sweep as it was before stacks
 _OLD_SWEEP = """
@@ -43,14 +44,6 @@ t0 = time.perf_counter()
 ds = run(cfg, sys.argv[2], workers=workers)
 print(json.dumps({"seconds": time.perf_counter() - t0, "final_loss": ds.final_loss.values.tolist()}))
 """
-
-
-def old_tree(rev: str, into: Path) -> Path:
-    """The files of revision ``rev`` of this repository, written under ``into``."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 def timed_old(tree: Path, config, path: Path, workers: int | None) -> tuple[float, list]:
