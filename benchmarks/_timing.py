@@ -3,7 +3,9 @@ older revision of this repository to time against in the same run."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,3 +35,11 @@ def old_tree(rev: str, into: Path) -> Path:
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
+
+
+def run_in_tree(tree: Path, code: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -c code args`` with ``tree`` first on the path (so its ``biorules`` is the one that
+    runs), its output captured; raises if it fails."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=tree, check=True,
+                          capture_output=True, text=True)

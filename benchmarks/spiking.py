@@ -12,16 +12,14 @@ table gives wall seconds, the printed accuracy and the ratio to the baseline.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported as benchmarks.*
-from _timing import ROOT, old_tree  # noqa: E402
+from _timing import ROOT, old_tree, run_in_tree  # noqa: E402
 
 _MAIN = "import sys; from cli.main import main; sys.argv[0] = 'biorules'; main()"
 
@@ -30,10 +28,8 @@ def timed_train(tree: Path, out: Path, updates: int) -> tuple[float, str]:
     """Wall seconds and the accuracy the spiking e-prop run of ``tree`` prints."""
     args = ["train", "--model", "lif", "--rule", "eprop", "--task", "2af", "--n", "64", "--dt", "2",
             "--lr", "0.01", "--updates", str(updates), "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", _MAIN, *args], env=env, cwd=tree, check=True,
-                         capture_output=True, text=True)
+    res = run_in_tree(tree, _MAIN, *args)
     wall = time.perf_counter() - t0
     # older revisions print the final held-out accuracy, newer ones also the 2048-trial test
     acc = re.search(r"(test|final) accuracy ([0-9.]+)", res.stdout + res.stderr)

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported as benchmarks.*
-from _timing import old_tree  # noqa: E402
+from _timing import old_tree, run_in_tree  # noqa: E402
 
 # run in a subprocess with an old tree first on sys.path: the sweep as it was before stacks
 _OLD_SWEEP = """
@@ -51,9 +51,7 @@ def timed_old(tree: Path, config, path: Path, workers: int | None) -> tuple[floa
     kw = {"gains": config.gains, "rules": config.rules, "floss": config.floss, "seeds": config.seeds,
           "task": config.tasks[0], "n": config.n, "updates": config.updates, "batch": config.batch,
           "n_exponents": config.n_exponents, "eval_every": config.eval_every, "workers": workers}
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, "-c", _OLD_SWEEP, json.dumps(kw), str(path)], env=env, cwd=tree,
-                         check=True, capture_output=True, text=True).stdout
+    out = run_in_tree(tree, _OLD_SWEEP, json.dumps(kw), str(path)).stdout
     res = json.loads(out.strip().splitlines()[-1])
     return res["seconds"], res["final_loss"]
 
@@ -110,8 +108,6 @@ def main() -> None:
                            max_final_loss_diff=diff)
             if tree is not None:
                 t_old, loss_old = timed_old(tree, cfg, Path(tmp) / f"old{n}.zarr", args.workers)
-                import numpy as np
-
                 row.update(old_rev=args.baseline_rev, old_s=t_old, old_cells_per_min=60 * cells / t_old,
                            ratio_old=t_old / t_stack,
                            max_final_loss_diff_old=float(np.nanmax(np.abs(np.asarray(loss_old, float)
