@@ -12,6 +12,10 @@ AdamW, eager) are those measured side by side with ours in issue 14: T 209, B 12
 
     python benchmarks/segment_train.py --epochs 40                  # on a CUDA machine
     python benchmarks/segment_train.py --models rwkv_unet_t --steps eager,graph --epochs 5
+    python benchmarks/segment_train.py --models rwkv_unet_t --steps graph --epochs 5 --torchrun 0,1
+
+``--torchrun 0,1`` runs every configuration as a plain process (0) and under ``torchrun`` with one
+process per GPU (1, 2, ...: DDP over NCCL; with one rank the all-reduces are still in the step).
 
 If ``--epochs`` is below 40, the 40-epoch wall time is extrapolated from the measured parts
 (compile + test once, training and validation per epoch × 40) and marked as such.
@@ -78,16 +82,21 @@ def write_glas(root: Path, seed: int = 0) -> Path:
     return root
 
 
-def run_cli(data: Path, out: Path, model: str, step: str, epochs: int, size: int, batch: int) -> dict:
-    """One ``biorules segment`` run in a fresh process; its timing as the store records it."""
+def run_cli(data: Path, out: Path, model: str, step: str, epochs: int, size: int, batch: int,
+            ranks: int = 0) -> dict:
+    """One ``biorules segment`` run in a fresh process (under ``torchrun`` with ``ranks`` processes
+    when > 0); its timing as the store records it."""
     import xarray as xr
 
-    cmd = [sys.executable, "-c", "from cli.main import main; main()", "--quiet", "segment", "--dataset", "glas",
+    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}", "-m", "cli.main"] \
+        if ranks else ["-c", "from cli.main import main; main()"]
+    cmd = [sys.executable, *launch, "--quiet", "segment", "--dataset", "glas",
            "--data-dir", str(data), "--model", model, "--size", str(size), "--batch", str(batch),
            "--epochs", str(epochs), "--step", step, "--out", str(out)]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     wall = time.perf_counter() - t0
+    step = f"{step} ddp×{ranks}" if ranks else step
     if done.returncode != 0:
         return {"model": model, "step": step, "error": (done.stderr.strip().splitlines() or ["?"])[-1][:300]}
     ds = xr.open_zarr(out)
@@ -119,6 +128,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--torchrun", default="0", help="comma list of process counts; 0 = a plain process")
     p.add_argument("--data", default=None, help="an existing GlaS-layout folder (default: write one)")
     p.add_argument("--json-out", default=None)
     a = p.parse_args()
@@ -129,9 +139,11 @@ def main() -> None:
         rows = []
         for model in a.models.split(","):
             for step in a.steps.split(","):
-                r = run_cli(data, Path(tmp) / f"{model}-{step}.zarr", model, step, a.epochs, a.size, a.batch)
-                rows.append(r)
-                print(json.dumps(r), flush=True)
+                for ranks in map(int, a.torchrun.split(",")):
+                    out = Path(tmp) / f"{model}-{step}-{ranks}.zarr"
+                    r = run_cli(data, out, model, step, a.epochs, a.size, a.batch, ranks)
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
     print(f"\nbiorules segment --dataset glas (85/60/20 images, 775x522), --size {a.size} --batch {a.batch}, "
           f"{a.epochs} epochs; training img/s = median over epochs 2..{a.epochs} (5 steps of 16 per epoch, "
           "the last partial batch dropped)")

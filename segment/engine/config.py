@@ -16,7 +16,7 @@ AMP_MODES = ("auto", "bf16", "off")
 STEPS = ("auto", "graph", "compile", "eager")
 """Training-step implementations: ``graph`` captures the whole step in a CUDA graph and replays it,
 ``compile`` runs the model through ``torch.compile``, ``eager`` launches every kernel from Python;
-``auto`` is ``graph`` on one CUDA process and ``eager`` otherwise (the CPU, several processes)."""
+``auto`` is ``graph`` on CUDA (one process or several under DDP) and ``eager`` on the CPU."""
 
 
 @dataclass(frozen=True)
@@ -104,12 +104,11 @@ def config_from_dict(d: dict) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in d.items() if k in names})
 
 
-def resolve_step(step: str, device_type: str, processes: int = 1) -> str:
-    """The step implementation ``auto`` stands for, and a one-line InputError for one that cannot run."""
+def resolve_step(step: str, device_type: str) -> str:
+    """The step implementation ``auto`` stands for (the CUDA graph on CUDA, with or without DDP;
+    eager on the CPU), and a one-line InputError for one that cannot run."""
     if step == "auto":
-        return "graph" if device_type == "cuda" and processes == 1 else "eager"
+        return "graph" if device_type == "cuda" else "eager"
     if step == "graph" and device_type != "cuda":
         raise InputError(f"--step graph needs a CUDA device (device: {device_type}); use --step eager or auto")
-    if step == "graph" and processes > 1:
-        raise InputError("--step graph runs in one process; under torchrun use --step eager or compile")
     return step

@@ -1,8 +1,10 @@
 """Devices and process groups: the device to run on, ``torchrun`` (DDP) and global BatchNorm.
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1) the global batch is split across ranks (gloo on CPU, NCCL
-on CUDA); loss statistics and BatchNorm statistics are summed over ranks, so every rank computes
-the loss of the global batch; rank 0 evaluates and writes.
+Under ``torchrun`` (any number of processes, one included) the process joins the group (gloo on
+CPU, NCCL on CUDA) and trains under DDP; the global batch is split across ranks, loss statistics
+and BatchNorm statistics are summed over ranks, so every rank computes the loss of the global
+batch; rank 0 evaluates and writes. On CUDA, DDP is built on a side stream, which is what lets a
+CUDA graph capture the whole step with DDP's all-reduces inside (``segment.engine.trainer``).
 """
 
 from __future__ import annotations
@@ -48,9 +50,20 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def launched() -> bool:
+    """Whether this process is a rank of a launched group: ``WORLD_SIZE`` > 1, or started by
+    ``torchrun`` (which sets ``TORCHELASTIC_RUN_ID``) with any number of processes."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def joined() -> bool:
+    """Whether a process group is running (then the model trains under DDP, even with one rank)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
-    """Join the ``torchrun`` process group when ``WORLD_SIZE`` > 1 (gloo on CPU, NCCL on CUDA)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    """Join the launched process group (:func:`launched`; gloo on CPU, NCCL on CUDA)."""
+    if launched() and not dist.is_initialized():
         if device.type == "cuda":
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
@@ -58,7 +71,7 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
         else:
             dist.init_process_group("gloo")
     rank, size = world()
-    if size > 1 and device.type == "cuda":
+    if joined() and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     return rank, size, device
 
@@ -114,10 +127,21 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def wrap_ddp(model: nn.Module, device: torch.device, size: int) -> tuple[nn.Module, nn.Module]:
-    """(module to train, module to call) for ``size`` ranks: global BatchNorm and DDP when > 1."""
-    if size <= 1:
+def wrap_ddp(model: nn.Module, device: torch.device, ddp: bool) -> tuple[nn.Module, nn.Module]:
+    """(module to train, module to call): with ``ddp``, global BatchNorm and DistributedDataParallel.
+
+    On CUDA the DDP wrapper is built on a side stream: a CUDA graph that captures the backward pass
+    (and with it DDP's all-reduces) needs DDP's state made outside the capturing stream (PyTorch's
+    notes on CUDA graphs with DDP)."""
+    if not ddp:
         return model, model
-    model = convert_batchnorm(model) if device.type != "cuda" else nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return model, ddp
+    if device.type != "cuda":
+        model = convert_batchnorm(model)
+        return model, nn.parallel.DistributedDataParallel(model)
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
+    torch.cuda.current_stream(device).wait_stream(side)
+    return model, wrapped

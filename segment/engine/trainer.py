@@ -50,6 +50,7 @@ from segment.engine.distributed import (
     all_reduce_sum,
     autocast,
     init_distributed,
+    joined,
     memory_format,
     resolve_device,
     wrap_ddp,
@@ -175,20 +176,34 @@ class CompiledStep(EagerStep):
         super().prepare(x, y, warmup)
 
 
+DDP_WARMUP = 11
+"""Eager DDP iterations before a capture: DDP rebuilds its buckets after the first iteration and
+times its first ten with host synchronisation, so PyTorch's notes on CUDA graphs ask for 11."""
+
+
+def warmup_iterations(net: nn.Module) -> int:
+    """Warm-up iterations before :class:`GraphStep` captures: :data:`DDP_WARMUP` under DDP, else 3
+    (kernel compilation, autotuning and AdamW's state need one; the rest is margin)."""
+    return DDP_WARMUP if isinstance(net, nn.parallel.DistributedDataParallel) else 3
+
+
 class GraphStep:
     """The whole step captured once in a CUDA graph and replayed (``--step graph``).
 
     ``prepare`` warms the step up on a side stream (kernel compilation, cuDNN and Triton
-    autotuning, AdamW's state), then captures one call of the step function on static input
-    tensors; every iteration copies its batch into them and replays. Shapes are static, so every
-    batch has the same size (the trainer drops the last partial batch)."""
+    autotuning, AdamW's state; DDP's bucket rebuild), then captures one call of the step function
+    on static input tensors; every iteration copies its batch into them and replays. Under DDP the
+    graph holds the gradient all-reduces (NCCL) and SyncBatchNorm's gathers, so a replay is the
+    whole distributed step. Shapes are static, so every batch has the same size (the trainer drops
+    the last partial batch)."""
 
     name = "graph"
 
     def __init__(self, fn: StepFunction) -> None:
         self.fn = fn
 
-    def prepare(self, x: torch.Tensor, y: torch.Tensor, warmup: int = 3) -> None:
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, warmup: int | None = None) -> None:
+        warmup = warmup_iterations(self.fn.net) if warmup is None else warmup
         self.x, self.y = x.clone(), y.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -268,11 +283,11 @@ class Trainer:
         self.local = self.gbatch // size
         self.iters = n // self.gbatch  # the last partial batch is dropped: every step has the same shape
         self.total = cfg.epochs * self.iters
-        self.model, self.net = wrap_ddp(self.model, device, size)
+        self.model, self.net = wrap_ddp(self.model, device, joined())
         self.sync = all_reduce_sum if size > 1 else None
         self.weights = LossWeights(cfg.ce_weight, cfg.dice_weight)
         self.fg = self.info.num_classes - 1
-        self.step_kind = resolve_step(cfg.step, device.type, size)
+        self.step_kind = resolve_step(cfg.step, device.type)
         fn = StepFunction(self.net, self.model, self.opt, self.weights, cfg.clip_grad, cfg.amp, device, self.fg, self.sync)
         self.step = STEP_KINDS[self.step_kind](fn)
         self.infer: nn.Module = GraphForward(self.model, max(self.local, 1), cfg.amp) if self.step_kind == "graph" \
@@ -486,7 +501,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
     try:
         return _train(cfg, Path(out), resume, overwrite, progress, say, command, on_epoch_end, device, rank, size)
     finally:
-        if own_group and size > 1 and dist.is_initialized():
+        if own_group and joined():
             dist.destroy_process_group()
 
 
@@ -530,7 +545,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, progress:
         say(f"warning: {info.random_split_warning}")
     build_model(cfg, info)  # an unknown model name or an unfit --encoder fails here, before anything is written
     check_kernels(cfg, device)
-    step = resolve_step(cfg.step, device.type, size)
+    step = resolve_step(cfg.step, device.type)
     images, image_parts = image_units(ds, splits)
     test_parts = sorted(set(image_parts)) if info.instances else None
     attrs = R.run_attrs(cfg.to_dict(), [s.to_json() for s in splits], command, device)

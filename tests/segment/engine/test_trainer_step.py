@@ -126,7 +126,7 @@ def test_step_choice() -> None:
     from biorules.errors import InputError
 
     assert resolve_step("auto", "cuda") == "graph" and resolve_step("auto", "cpu") == "eager"
-    assert resolve_step("auto", "cuda", processes=2) == "eager" and resolve_step("compile", "cpu") == "compile"
+    assert resolve_step("graph", "cuda") == "graph" and resolve_step("compile", "cpu") == "compile"
     with pytest.raises(InputError, match="--step graph needs a CUDA device"):
         resolve_step("graph", "cpu")
 
@@ -202,3 +202,71 @@ def test_train_with_the_graph_step_on_cuda(tmp_path) -> None:
     from biorules.store import STATUS
 
     assert int(ds["status"][0]) == STATUS["done"] and float(ds["test_time"][0]) > 0
+
+
+class _DebugGraph(torch.cuda.CUDAGraph):
+    """A CUDA graph that keeps its captured nodes, so that a test can read which kernels it holds."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.enable_debug_mode()
+
+
+def _ddp_graph_rank(rank: int, port: int, out: str) -> None:
+    """One NCCL rank (as ``torchrun --nproc-per-node 1`` starts it): the captured DDP step against
+    the eager step of a plain copy, and the kernels in the graph."""
+    import os
+
+    import torch.distributed as dist
+
+    from segment.engine.distributed import init_distributed, joined, wrap_ddp
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1",
+                      TORCHELASTIC_RUN_ID="ddp-graph-test")
+    _, size, dev = init_distributed(torch.device("cuda"))
+    assert joined() and dist.get_backend() == "nccl" and size == 1
+    try:
+        cfg = TrainConfig(lr=1e-3)
+        a = _model(0, "cuda").to(memory_format=torch.channels_last)
+        b = copy.deepcopy(a)
+        b, net = wrap_ddp(b, dev, True)
+        opt_a, opt_b = T.make_optimizer(a, cfg, dev), T.make_optimizer(b, cfg, dev)
+        eager = T.EagerStep(T.StepFunction(a, a, opt_a, LossWeights(), 1.0, "bf16", dev, 1))
+        graph = T.GraphStep(T.StepFunction(net, b, opt_b, LossWeights(), 1.0, "bf16", dev, 1))
+        x, y = _batch("cuda", n=4, size=64)
+        x = x.contiguous(memory_format=torch.channels_last)
+        restore = T.snapshot(b, opt_b)
+        real, torch.cuda.CUDAGraph = torch.cuda.CUDAGraph, _DebugGraph  # this spawned process only
+        try:
+            graph.prepare(x, y)
+        finally:
+            torch.cuda.CUDAGraph = real
+        restore()
+        graph.graph.debug_dump(out)
+        for it in range(4):
+            xi, yi = x.roll(it, 0), y.roll(it, 0)
+            losses = []
+            for s, opt in ((eager, opt_a), (graph, opt_b)):
+                T.set_lr(opt, T.lr_at(it, 4, 1e-3, "cosine"))
+                losses.append(s(xi, yi)[0].clone())
+            torch.testing.assert_close(losses[1], losses[0], rtol=1e-2, atol=1e-4)
+        diff = max(float((pb - pa).abs().max()) for pa, pb in zip(a.parameters(), b.parameters(), strict=True))
+        assert diff <= 2 * 4 * 1e-3
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.gpu
+def test_graph_step_under_ddp_holds_the_all_reduce_and_replays_the_eager_step(tmp_path) -> None:
+    """DDP over NCCL with one rank (one GPU): the captured step holds NCCL's all-reduce kernels and
+    follows the eager step of a plain copy (bf16 tolerance, as the single-process test)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dump = tmp_path / "graph.dot"
+    mp.spawn(_ddp_graph_rank, args=(port, str(dump)), nprocs=1, join=True)
+    assert "nccl" in dump.read_text().lower()  # the gradient all-reduce is a node of the graph
