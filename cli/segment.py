@@ -84,8 +84,8 @@ def _side(ctx: click.Context, param: click.Parameter, value: int) -> int:
 @click.option("--step", type=click.Choice(["auto", "graph", "compile", "eager"]), default="auto", show_default=True,
               help="Training step: graph = the whole step (forward, backward, clipping, fused AdamW) captured "
                    "once in a CUDA graph and replayed, compile = torch.compile, eager = plain PyTorch; auto = "
-                   "graph on CUDA (also under torchrun, with DDP's all-reduces in the graph), eager on the CPU. Batches are static: the last "
-                   "partial batch of every epoch is dropped.")
+                   "graph on CUDA (under torchrun too, DDP's all-reduces inside the graph), eager on the CPU. "
+                   "Batches are static: the last partial batch of every epoch is dropped.")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="CPU threads for torch (0: torch's default); 1 keeps CPU numbers the same across "
                    "machines and is fastest on shared cores.")

@@ -178,7 +178,8 @@ class CompiledStep(EagerStep):
 
 DDP_WARMUP = 11
 """Eager DDP iterations before a capture: DDP rebuilds its buckets after the first iteration and
-times its first ten with host synchronisation, so PyTorch's notes on CUDA graphs ask for 11."""
+does bookkeeping of its own in the first ones; PyTorch's notes on CUDA graphs with DDP ask for at
+least 11 before the whole backward pass is captured."""
 
 
 def warmup_iterations(net: nn.Module) -> int:
