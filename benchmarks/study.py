@@ -123,10 +123,13 @@ def main() -> None:
             if tree is not None:
                 t_old, loss_old = timed_old(tree, base, Path(tmp) / f"old{n}.zarr", args.workers)
                 cpm = 60 * base_cells / t_old
+                d = np.abs(np.asarray(loss_old, float) - common.values).ravel()
                 row.update(old_rev=args.baseline_rev, old_s=t_old, old_cells_per_min=cpm,
-                           ratio_old=row["stacked_cells_per_min"] / cpm,
-                           max_final_loss_diff_old=float(np.nanmax(np.abs(np.asarray(loss_old, float)
-                                                                          - common.values))))
+                           ratio_old=row["stacked_cells_per_min"] / cpm, max_final_loss_diff_old=float(np.nanmax(d)),
+                           median_final_loss_diff_old=float(np.nanmedian(d)),
+                           cells_over_1e2_old=int((d > 1e-2).sum()),
+                           final_loss_old=np.asarray(loss_old, float).tolist(), final_loss_stacked=common.values.tolist(),
+                           final_loss_dims=list(common.dims))
             rows.append(row)
             print(json.dumps(row), flush=True)
 
@@ -147,7 +150,9 @@ def main() -> None:
     for r in rows:
         if "ratio_old" in r:
             print(f"N = {r['n']}: stacked runs {r['ratio_old']:.2f}x the cells per minute of the sweep of {r['old_rev']}; "
-                  f"max |final_loss difference| = {r['max_final_loss_diff_old']:.2e}")
+                  f"|final_loss difference| over the {r['baseline_cells']} cells both ran: median "
+                  f"{r['median_final_loss_diff_old']:.1e}, max {r['max_final_loss_diff_old']:.2e}, "
+                  f"{r['cells_over_1e2_old']} cells above 1e-2")
         if "max_final_loss_diff" in r:
             print(f"N = {r['n']}: max |final_loss(stacked) - final_loss(per cell)| = {r['max_final_loss_diff']:.2e}")
     if args.json is not None:
