@@ -205,6 +205,25 @@ def _t(M: Any) -> Any:
     return M.swapaxes(-1, -2)
 
 
+_SCALARS: dict[tuple[float, Any, Any], Any] = {}
+
+
+def scalar(value: float, like: Any) -> Any:
+    """``value`` as a cached 0-dim tensor of ``like``'s dtype and device.
+
+    Multiplying by it rounds exactly as multiplying by the Python number does (torch casts the
+    number to the tensor's dtype either way), but skips wrapping the number into a tensor at every
+    call, which on the CPU is half the cost of an elementwise operation on a small network's state.
+    """
+    key = (value, like.dtype, like.device)
+    const = _SCALARS.get(key)
+    if const is None:
+        import torch
+
+        const = _SCALARS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
+    return const
+
+
 def affine(r: Any, M: Any, c: Any) -> Any:
     """M r + c for rows r (..., B, n) of a single or stacked map M (..., m, n): one fused
     multiply-add when r has M's rank (a step's state), a product and a sum otherwise (a recorded
@@ -287,11 +306,14 @@ def simulate(
     inputs: Any = None,
     steps: int | None = None,
     noise: Any = None,
-) -> tuple[RateState, list[RateState]]:
+    record: Callable[[Any], Any] | None = None,
+) -> tuple[RateState, list[Any]]:
     """The one time loop: apply ``step(state, x_t)`` over ``inputs`` (T, ...) or ``steps`` times;
     with ``noise`` (T, ..., N), ``step(state, x_t, η_t)``.
 
-    Returns the final state and every step's state (a_1..a_T), for numpy and torch alike.
+    Returns the final state and every step's state (a_1..a_T), for numpy and torch alike; with
+    ``record``, ``record(state)`` of every step instead (say, its readout), so that a long or wide
+    run keeps only what the caller reads.
     """
     if inputs is None and steps is None:
         raise ValueError("simulate needs inputs or a number of steps")
@@ -300,7 +322,7 @@ def simulate(
     for t in range(n_steps):
         x_t = None if inputs is None else inputs[t]
         state = step(state, x_t) if noise is None else step(state, x_t, noise[t])
-        states.append(state)
+        states.append(state if record is None else record(state))
     return state, states
 
 

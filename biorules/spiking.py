@@ -20,17 +20,21 @@ Pseudo-derivative ψ_t = ∂z_t/∂ṽ_t, used as the surrogate gradient of H:
 Initial weights (Z iid N(0, 1), independent seeded streams for W, U, V):
 W = (v_th/α_m)·g·Z/√N, U = (v_th/α_m)·Z/√n_in, V ~ N(0, 1/N), b = c = 0.
 
-How norse is used. The subthreshold integration is norse's ``li_box_feed_forward_step``
-(v ← v + dt/τ_m (v_leak − v + I)), the spike is norse's ``threshold`` and the reset is norse's
-``reset_subtract``; together they are norse's ``lif_box_feed_forward_step`` with two changes that
-norse's step cannot express: (1) the reset receives sg(z), as in norse's own ``lif_step`` (its
-``LIFBox`` passes the undetached z to ``reset_method``); (2) the threshold sees (ṽ − v_th)/v_th, so
-that norse's ``triangle`` surrogate, γ max(0, 1 − |x|), becomes the documented triangle for any v_th.
-norse 1.1.0's ``SuperSpike.backward`` ignores its ``alpha`` argument (it returns 1/(|x| + 1)²),
-so ``superspike`` with β uses the small :class:`_SuperSpike` function below. The current-based
-cell follows the documented ordering (the membrane sees i_{t−1}); norse's ``lif_step`` adds this step's
-input to the current before the membrane update, so here the membrane is norse's box integrator
-driven by the synaptic current i_{t−1}.
+How norse is used. The step computes norse's ``lif_box_feed_forward_step`` (subthreshold
+integration ``li_box_feed_forward_step``, v ← v + dt/τ_m (v_leak − v + I), spike ``threshold``,
+``reset_subtract``) with two changes that norse's step cannot express: (1) the reset receives
+sg(z), as in norse's own ``lif_step`` (its ``LIFBox`` passes the undetached z to
+``reset_method``); (2) the threshold sees (ṽ − v_th)/v_th, so that norse's ``triangle`` surrogate,
+γ max(0, 1 − |x|), becomes the documented triangle for any v_th. The surrogate spike under
+autograd is norse's ``threshold``. The integration and the reset are written out as the same
+floating-point operations norse performs, in fewer torch calls (norse's v + c((0 − v) + I) is
+v + c(I − v) to the bit; its (1 − z)v + z(v − v_th) is v − v_th z for z ∈ {0, 1}): a step of a
+small network costs its calls, not its arithmetic, and the tests check the step against norse's
+functions bit for bit. norse 1.1.0's ``SuperSpike.backward`` ignores its ``alpha`` argument
+(it returns 1/(|x| + 1)²), so ``superspike`` with β uses the small :class:`_SuperSpike` function
+below. The current-based cell follows the documented ordering (the membrane sees i_{t−1});
+norse's ``lif_step`` adds this step's input to the current before the membrane update, so here the
+membrane is norse's box integrator driven by the synaptic current i_{t−1}.
 """
 
 from __future__ import annotations
@@ -42,17 +46,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from norse.torch.functional.heaviside import heaviside
-from norse.torch.functional.leaky_integrator_box import (
-    LIBoxParameters,
-    LIBoxState,
-    li_box_feed_forward_step,
-)
-from norse.torch.functional.reset import reset_subtract
+from norse.torch.functional.leaky_integrator_box import LIBoxParameters
 from norse.torch.functional.threshold import threshold
 from torch import nn
 
 from biorules.errors import InputError
-from biorules.network import _drive, affine, simulate
+from biorules.network import _drive, affine, scalar, simulate
 
 SURROGATES = ("triangle", "superspike")
 CELLS = ("box", "current")
@@ -205,9 +204,8 @@ class _SuperSpike(torch.autograd.Function):
 def spike(v_pre: torch.Tensor, params: LIFParams) -> torch.Tensor:
     """z_t = H(ṽ_t − v_th) with surrogate gradient ψ_t (:func:`pseudo_derivative`); where no
     gradient is recorded (the online rules, evaluation), H alone, without the autograd Function."""
-    if not (torch.is_grad_enabled() and v_pre.requires_grad):
-        x = v_pre - params.v_th
-        return heaviside(x / params.v_th if params.surrogate == "triangle" else x)
+    if not (torch.is_grad_enabled() and v_pre.requires_grad):  # H(ṽ − v_th) = H((ṽ − v_th)/v_th), v_th > 0
+        return torch.gt(v_pre, scalar(params.v_th, v_pre), out=torch.empty_like(v_pre))
     if params.surrogate == "triangle":
         return threshold((v_pre - params.v_th) / params.v_th, "triangle", params.gamma)
     return _SuperSpike.apply(v_pre - params.v_th, params.beta)
@@ -225,10 +223,11 @@ def lif_step(
         current, i_new = drive, None
     else:
         current, i_new = state.i, (1.0 - params.alpha_s) * state.i + drive
-    v_pre, _ = li_box_feed_forward_step(current, LIBoxState(state.v), params.norse_params(), params.dt)
+    c = scalar(params.dt * (1.0 / params.tau_mem), state.v)  # norse's dt·τ_m⁻¹
+    v_pre = state.v + c * (current - state.v)  # norse li_box, v_leak = 0
     z = spike(v_pre, params)
-    v = reset_subtract(z.detach(), v_pre, 0.0, params.v_th)
-    r = params.kappa * state.r + (1.0 - params.kappa) * z
+    v = v_pre.sub(z.detach(), alpha=params.v_th)  # norse reset_subtract(sg(z), ṽ, 0, v_th)
+    r = torch.add(scalar(params.kappa, state.r) * state.r, z, alpha=1.0 - params.kappa)  # exact for z ∈ {0, 1}
     return LIFState(z, v, i_new, r, v_pre)
 
 

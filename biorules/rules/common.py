@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from biorules.errors import InputError
-from biorules.network import rate_step, rate_step_r, simulate
+from biorules.network import rate_step, rate_step_r, scalar, simulate
 
 FORMS = ("a", "r")
 FEEDBACKS = ("symmetric", "random")
@@ -78,15 +78,11 @@ def model_step(model: torch.nn.Module, form: str = "a") -> Callable[..., Any]:
 
 def forward(model: torch.nn.Module, x: torch.Tensor, form: str = "a", eta: torch.Tensor | None = None) -> torch.Tensor:
     """Outputs y (T, ..., n_out) of ``model`` (autograd-able) driven by x (and the noise η), read out
-    step by step so that only y, never the (T, ..., N) rates, is stacked."""
-    step = model_step(model, form)
-
-    def observe(carry: tuple[Any, Any], x_t: torch.Tensor, *eta_t: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        state = step(carry[0], x_t, *eta_t)  # the carry is (state, y of the last step)
-        return state, model.readout(model.rates(state))
-
-    _, carries = simulate(observe, (model.initial_state(x.shape[-2]), None), x, noise=eta)
-    return torch.stack([y for _, y in carries])
+    step by step so that only y, never the (T, ..., N) states, is kept (a 2048-trial test would
+    otherwise hold every step's state at once)."""
+    _, ys = simulate(model_step(model, form), model.initial_state(x.shape[-2]), x, noise=eta,
+                     record=lambda state: model.readout(model.rates(state)))
+    return torch.stack(ys)
 
 
 def feedback_matrix(n: int, n_out: int, seed: int) -> np.ndarray:
@@ -154,10 +150,9 @@ def backward_filter(L: torch.Tensor, decay: float) -> torch.Tensor:
     """L̃_s = Σ_{t≥s} decay^{t−s} L_t along the leading time axis (L̃_s = L_s + decay·L̃_{s+1}): the
     learning signal of the reordered batch gradients (RFLO's and spiking e-prop's ``summed``)."""
     filtered = torch.empty_like(L)
-    acc = torch.zeros_like(L[0])
+    acc, d = torch.zeros_like(L[0]), scalar(decay, L)
     for t in range(len(L) - 1, -1, -1):
-        acc = L[t] + decay * acc
-        filtered[t] = acc
+        acc = torch.add(L[t], d * acc, out=filtered[t])
     return filtered
 
 

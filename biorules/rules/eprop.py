@@ -38,7 +38,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from biorules.errors import InputError
-from biorules.network import simulate
+from biorules.network import scalar, simulate
 from biorules.rules.base import GradResult
 from biorules.rules.common import (
     a0_gradient,
@@ -191,12 +191,12 @@ class Eprop:
             pre = torch.cat([torch.cat([start.z[None], z[:-1]]), x, ones], dim=-1)  # z_{t−1}, x_t, 1
             eps = torch.empty_like(pre)
             e_v, e_i = torch.zeros_like(pre[0]), torch.zeros_like(pre[0])
+            leak_m, a_m, leak_s = (scalar(v, pre) for v in (1.0 - p.alpha_m, p.alpha_m, 1.0 - p.alpha_s))
             for t in range(len(pre)):  # ε_t (box) or ε^v_t (current), O(P) per trial and step
                 if p.cell == "box":
-                    e_v = (1.0 - p.alpha_m) * e_v + p.alpha_m * pre[t]
+                    e_v = torch.add(leak_m * e_v, a_m * pre[t], out=eps[t])
                 else:
-                    e_v, e_i = (1.0 - p.alpha_m) * e_v + p.alpha_m * e_i, (1.0 - p.alpha_s) * e_i + pre[t]
-                eps[t] = e_v
+                    e_v, e_i = torch.add(leak_m * e_v, a_m * e_i, out=eps[t]), leak_s * e_i + pre[t]
             y = model.readout(r)
             loss, e = task.output_error(y, batch)
             L = e @ self.feedback_matrix(model).swapaxes(-1, -2)  # B e_t, 0 off loss steps

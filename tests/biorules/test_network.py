@@ -76,3 +76,23 @@ def test_step_matches_equation_and_torch_module():
 def test_bad_parameters(kwargs):
     with pytest.raises(InputError):
         NetworkParams(**kwargs)
+
+
+def test_simulate_records_what_the_caller_reads_and_scalar_rounds_as_the_number():
+    """``record`` keeps f(state) of every step (the same values as mapping f over the states);
+    a cached 0-dim constant multiplies to the bit like the Python number, in both dtypes."""
+    from biorules.network import scalar, simulate
+
+    net = RateRNN(NetworkParams(n=12, n_in=2, n_out=3, gain=1.5, seed=1), dtype=torch.float64)
+    x = torch.as_tensor(np.random.default_rng(0).standard_normal((30, 5, 2)))
+    with torch.no_grad():
+        final, states = simulate(net.step, net.initial_state(5), x)
+        final_r, ys = simulate(net.step, net.initial_state(5), x, record=lambda s: net.readout(s.h))
+    assert len(ys) == 30 and ys[0].shape == (5, 3)
+    assert torch.equal(torch.stack(ys), torch.stack([net.readout(s.h) for s in states]))
+    assert torch.equal(final_r.a, final.a)
+    for dtype in (torch.float32, torch.float64):
+        v = torch.as_tensor(np.random.default_rng(1).standard_normal(1000), dtype=dtype)
+        c = scalar(0.1234567, v)
+        assert c.dtype == dtype and c.ndim == 0 and scalar(0.1234567, v) is c
+        assert torch.equal(c * v, 0.1234567 * v)
