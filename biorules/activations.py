@@ -7,7 +7,17 @@
 | relu     | max(0, a)      | 1[a>0]              | 0                           |
 
 Rectifiers use φ'(0) = 0. Every function works on numpy arrays and torch tensors alike, so the
-numpy simulator, the torch modules and the learning rules share one definition.
+numpy simulator, the torch modules and the learning rules share one definition. ``dphi_h`` is φ'
+written in terms of h = φ(a) (1 − h² for tanh; 1[h>0] marks a > 0 for the rectifiers): the same
+numbers as ``dphi(a)`` to the bit, without evaluating φ a second time where h is at hand.
+
+**tanh in float32 on the CPU.** torch's float32 tanh costs 2.2 ns an element on the CPUs we
+measured (its sigmoid 0.23 ns, expm1 0.75 ns), and in a stack of small networks it is half of a
+step. On float32 CPU tensors of at least :data:`FAST_TANH_MIN` elements tanh is therefore
+computed as tanh a = e/(e + 2), e = expm1(2 min(a, 9)) (tanh 9 rounds to 1 in float32; expm1
+keeps the relative accuracy near 0): within 2.5 ulp of the exact value (torch's: 0.5 ulp), in
+half the time. Its gradient is (1 − tanh² a) at that value, as torch's. float64 (the reference
+precision of the tests), other devices and smaller tensors use torch's tanh.
 """
 
 from __future__ import annotations
@@ -32,22 +42,67 @@ def _positive(a: Any):
     return (a > 0).astype(a.dtype) if isinstance(a, np.ndarray | np.generic) else (a > 0).to(a.dtype)
 
 
+FAST_TANH_MIN = 16384
+"""Elements from which a float32 CPU tensor takes the expm1 form of tanh (below, its four calls
+cost more than torch's one) [1]."""
+
+
+def _tanh_expm1(a):
+    """tanh a = e/(e + 2), e = expm1(2 min(a, 9)); no autograd."""
+    e = _lib(a).expm1(a.clamp(max=9.0).mul_(2.0))
+    return e.div_(e + 2.0)
+
+
+_TANH_FN = None
+
+
+def _tanh_function():
+    """The autograd Function of the expm1 form: backward grad·(1 − y²), as torch's tanh."""
+    global _TANH_FN
+    if _TANH_FN is None:
+        import torch
+
+        class _Tanh(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, a):
+                y = _tanh_expm1(a)
+                ctx.save_for_backward(y)
+                return y
+
+            @staticmethod
+            def backward(ctx, grad):
+                (y,) = ctx.saved_tensors
+                return torch.ops.aten.tanh_backward(grad, y)
+
+        _TANH_FN = _Tanh
+    return _TANH_FN
+
+
 def tanh(a):
-    return _lib(a).tanh(a)
+    lib = _lib(a)
+    if lib is np or a.dtype != lib.float32 or a.device.type != "cpu" or a.numel() < FAST_TANH_MIN:
+        return lib.tanh(a)
+    if lib.is_grad_enabled() and a.requires_grad:
+        return _tanh_function().apply(a)
+    return _tanh_expm1(a)
 
 
 def dtanh(a):
-    t = _lib(a).tanh(a)
+    t = tanh(a)
     return 1.0 - t * t
 
 
 def d2tanh(a):
-    t = _lib(a).tanh(a)
+    t = tanh(a)
     return -2.0 * t * (1.0 - t * t)
 
 
+def dtanh_h(h):
+    return 1.0 - h * h
+
+
 def retanh(a):
-    return _positive(a) * _lib(a).tanh(a)
+    return _positive(a) * tanh(a)
 
 
 def dretanh(a):
@@ -56,6 +111,10 @@ def dretanh(a):
 
 def d2retanh(a):
     return _positive(a) * d2tanh(a)
+
+
+def dretanh_h(h):
+    return _positive(h) * (1.0 - h * h)
 
 
 def relu(a):
@@ -77,12 +136,14 @@ class Nonlinearity(NamedTuple):
     phi: Any
     dphi: Any
     d2phi: Any
+    dphi_h: Any
+    """φ' as a function of h = φ(a): dphi_h(phi(a)) == dphi(a)."""
 
 
 _TABLE = {
-    "tanh": Nonlinearity("tanh", tanh, dtanh, d2tanh),
-    "retanh": Nonlinearity("retanh", retanh, dretanh, d2retanh),
-    "relu": Nonlinearity("relu", relu, drelu, d2relu),
+    "tanh": Nonlinearity("tanh", tanh, dtanh, d2tanh, dtanh_h),
+    "retanh": Nonlinearity("retanh", retanh, dretanh, d2retanh, dretanh_h),
+    "relu": Nonlinearity("relu", relu, drelu, d2relu, drelu),
 }
 
 

@@ -405,7 +405,8 @@ def _torch_module():
             return state.h
 
         def psi(self, state: RateState) -> torch.Tensor:
-            return self.nl.dphi(state.a)
+            """ψ_t = φ'(a_t) of an a-form state, from its h_t = φ(a_t) (the same numbers)."""
+            return self.nl.dphi_h(state.h)
 
         def readout(self, h: torch.Tensor) -> torch.Tensor:
             return affine(h, self.V, self.c)

@@ -146,6 +146,23 @@ def a0_gradient(model: torch.nn.Module, g: torch.Tensor, t: int, form: str = "a"
     return leak * model.nl.dphi(model.a0) * g.sum(-2)
 
 
+def member_major(v: torch.Tensor) -> torch.Tensor:
+    """A recording (T, ..., B, n) as (..., T, B, n), a view: a stack's member axis first."""
+    return v.movedim(0, -3)
+
+
+def time_major(v: torch.Tensor) -> torch.Tensor:
+    """A recording (..., T, B, n) as (T, ..., B, n), a view: time first, as the tasks read it."""
+    return v.movedim(-3, 0)
+
+
+def trials(v: torch.Tensor) -> torch.Tensor:
+    """A member-major recording (..., T, B, n) as (..., T·B, n): every (step, trial) a row, so that a
+    sum over steps and trials per member, Σ_{t,b} g ⊗ p, is one batched product trials(g)ᵀ trials(p)
+    (a view when the recording is contiguous; a recording stored time-major is copied)."""
+    return v.flatten(-3, -2)
+
+
 def backward_filter(L: torch.Tensor, decay: float) -> torch.Tensor:
     """L̃_s = Σ_{t≥s} decay^{t−s} L_t along the leading time axis (L̃_s = L_s + decay·L̃_{s+1}): the
     learning signal of the reordered batch gradients (RFLO's and spiking e-prop's ``summed``)."""

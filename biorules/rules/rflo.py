@@ -29,7 +29,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from biorules.network import simulate
+from biorules.network import affine, simulate
 from biorules.rules.base import GradResult
 from biorules.rules.common import (
     a0_gradient,
@@ -41,9 +41,12 @@ from biorules.rules.common import (
     forward,
     inputs,
     mask_recurrent,
+    member_major,
     model_step,
     noise,
     online_pass,
+    time_major,
+    trials,
     zero_state,
 )
 
@@ -100,23 +103,31 @@ class RFLO:
             x, eta = inputs(model, batch), noise(model, batch)
             start = zero_state(model, x.shape[-2])
             _, states = simulate(model_step(model, self.form), start, x, noise=eta)
-            h = torch.stack([st.h for st in states])
-            h_prev = torch.cat([start.h[None], h[:-1]])
-            psi = dphi(torch.stack([st.a for st in states]))  # φ'(a_t), or φ'(u_t) in the r-form
-            y = model.readout(h)
+            # recorded member-major, (..., T, B, N): each sum over (t, trial) is one batched product
+            h = torch.stack([st.h for st in states], dim=-3)
+            h_prev = torch.cat([start.h.unsqueeze(-3), h[..., :-1, :, :]], dim=-3)
+            if self.form == "a":
+                psi = model.nl.dphi_h(h)  # φ'(a_t) from h_t = φ(a_t)
+            else:
+                psi = dphi(torch.stack([st.a for st in states], dim=-3))  # φ'(u_t)
+            steps = h.shape[-3:-1]  # (T, B)
+            y = time_major(affine(trials(h), model.V, model.c).unflatten(-2, steps))
             loss, e = task.output_error(y, batch)
-            L = e @ feedback(model, self.feedback, self.feedback_seed).swapaxes(-1, -2)  # B e_t, 0 off loss steps
-            g = alpha * psi * backward_filter(L, 1.0 - alpha)
+            e_m = trials(member_major(e))
+            B = feedback(model, self.feedback, self.feedback_seed)
+            L = (e_m @ B.swapaxes(-1, -2)).unflatten(-2, steps)  # B e_t, 0 off loss steps
+            g = trials(alpha * psi * member_major(backward_filter(time_major(L), 1.0 - alpha)))
             grads = {
-                "W": torch.einsum("t...bj,t...bi->...ji", g, h_prev),
-                "U": torch.einsum("t...bj,t...bi->...ji", g, x),
-                "b": g.sum(0).sum(-2),
-                "V": torch.einsum("t...bo,t...bn->...on", e, h),
+                "W": g.swapaxes(-1, -2) @ trials(h_prev),
+                "U": g.swapaxes(-1, -2) @ trials(member_major(x)),
+                "b": g.sum(-2),
+                "V": e_m.swapaxes(-1, -2) @ trials(h),
                 "c": e.sum(0).sum(-2),
             }
             if model.a0 is not None:  # Σ_t (1−α)^t g_t, through the leak alone (as in run)
-                leak = (1.0 - alpha) ** torch.arange(1, len(L) + 1, dtype=L.dtype, device=L.device)
-                grads["a0"] = torch.einsum("t,t...bj->...j", leak, psi * L if self.form == "a" else L)
+                psi_t, L_t = time_major(psi), time_major(L)
+                leak = (1.0 - alpha) ** torch.arange(1, len(L_t) + 1, dtype=L.dtype, device=L.device)
+                grads["a0"] = torch.einsum("t,t...bj->...j", leak, psi_t * L_t if self.form == "a" else L_t)
                 if self.form == "r":
                     grads["a0"] = grads["a0"] * dphi(model.a0)
         return GradResult(mask_recurrent(model, grads), y, loss)
