@@ -7,6 +7,7 @@ import sys
 import click
 
 from biorules import __version__
+from biorules.runtime import keep_freed_memory
 from cli.context import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, INTERRUPTED, Context, examples
 from cli.lazy import LazyGroup
 
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
 
         warnings.filterwarnings("ignore", message="(invalid value|overflow|divide by zero) encountered",
                                 category=RuntimeWarning)
+    keep_freed_memory()  # a run reuses its freed memory at every update instead of faulting it in anew
     try:
         code = cli.main(args=argv, prog_name="biorules", standalone_mode=False)
         if isinstance(code, int) and not isinstance(code, bool) and code:  # ctx.exit(code) returns here

@@ -36,6 +36,7 @@ import xarray as xr
 
 from biorules import store
 from biorules.errors import InputError, RunError, one_line
+from biorules.runtime import keep_freed_memory
 
 Cell = tuple[int, ...]
 """A cell's index along the grid's cell dimensions."""
@@ -145,9 +146,11 @@ def _watch_parent(parent: int) -> None:
 
 def _worker_start(devices: Any = None) -> None:
     """Initializer of a local worker process: exit as soon as the process that started it dies
-    (killed with SIGKILL too, which runs no cleanup in the parent); with ``devices`` (a queue of
-    GPU indices, one per worker), see only the GPU it takes, as ``cuda``."""
+    (killed with SIGKILL too, which runs no cleanup in the parent), keep freed memory for the next
+    update (:func:`biorules.runtime.keep_freed_memory`); with ``devices`` (a queue of GPU indices,
+    one per worker), see only the GPU it takes, as ``cuda``."""
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
+    keep_freed_memory()
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())  # before this process touches CUDA
 
