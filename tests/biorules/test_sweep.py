@@ -124,6 +124,8 @@ def test_plan_groups_cells_that_can_share_a_stack():
     assert sorted(j.key[1:] for j in jobs) == [("bptt", "local"), ("bptt", "none"), ("eprop", "local"), ("eprop", "none")]
     assert all(len(j.cells) == 6 for j in jobs)  # whole groups: 4 groups already keep 2 workers busy
     assert sorted(c for j in jobs for c in j.cells) == sorted(cells)
+    # the costliest stacks first (BPTT before e-prop, flossed before not), so the workers finish together
+    assert [j.key[1:] for j in jobs] == [("bptt", "local"), ("bptt", "none"), ("eprop", "local"), ("eprop", "none")]
     assert max(len(j.cells) for j in plan(cfg, cells, stack=4)) == 4
     one_group = plan(tiny(gains=(0.5, 1.0, 1.5)), [(0, g, 0, 0, s) for g in range(3) for s in range(2)], workers=2)
     assert [len(j.cells) for j in one_group] == [3, 3]
