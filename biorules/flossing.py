@@ -234,7 +234,7 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
         eps_1 = 0.0
     for t in range(cfg.transient + T):
         a, h = state
-        psi = nl.dphi(a)
+        psi = nl.dphi_h(h)  # φ'(a_t) from h_t = φ(a_t), the same numbers
         M = tangent_map(W, alpha, psi, Q)
         if t >= cfg.transient:
             if k == 1:
