@@ -53,6 +53,9 @@ import numpy as np
 
 from biorules.errors import InputError
 
+_CEILINGS: dict[tuple[Any, int, int], float] = {}
+"""Ceilings computed in this process, by (task, trials, seed)."""
+
 TASKS = ("2af", "dms", "cxt", "xor", "sine")
 LOSS_PERIODS = ("decision", "all")
 
@@ -203,9 +206,23 @@ class Task:
         return self.oracle(batch)
 
     def ceiling(self, n_trials: int = 32768, seed: int = 0) -> float:
-        """The ideal observer's metric on ``n_trials`` fixed trials: the best any network can score."""
+        """The ideal observer's metric on ``n_trials`` fixed trials: the best any network can score.
+
+        A fixed number of the task's definition, so a process computes it once per (frozen) task
+        and reuses it (each stack of a sweep asks for it; 32768 trials of 450 steps take seconds).
+        """
+        try:
+            key = (self, int(n_trials), int(seed))
+            known = _CEILINGS.get(key)
+        except TypeError:  # a task with unhashable fields: computed every time
+            key, known = None, None
+        if known is not None:
+            return known
         batch = self.batch(n_trials, seed)
-        return float(self.accuracy(self.ideal(batch), batch))
+        value = float(self.accuracy(self.ideal(batch), batch))
+        if key is not None:
+            _CEILINGS[key] = value
+        return value
 
     def fixation_input(self) -> np.ndarray:
         """The constant input x_fix (n_in,) a network sees while it waits for a trial: the mean
@@ -323,8 +340,9 @@ class ClassificationTask(Task):
 
     def _accuracy(self, y: Any, batch: TaskBatch) -> float:
         """Fraction of trials whose decision-averaged choice logits pick the true choice."""
-        y = _as_numpy(y)
-        dec = batch.decision.astype(np.float64)
+        rows = batch.decision.any(axis=1)  # the steps some trial decides on; the others add zeros only
+        y = _as_numpy(y)[rows]
+        dec = batch.decision[rows].astype(np.float64)
         mean = (y * dec[..., None]).sum(axis=0) / dec.sum(axis=0)[:, None]
         pick = 1 + np.argmax(mean[:, 1:3], axis=1)
         return float(np.mean(pick == batch.trials["choice"]))

@@ -157,3 +157,21 @@ def test_output_error_is_the_loss_gradient(name):
     chunks = [task.partial_loss(y[t:t + 7], b, slice(t, t + 7)) for t in range(0, task.n_steps, 7)]
     assert float(sum(parts)) == pytest.approx(loss.item(), rel=1e-12)
     assert float(sum(chunks).detach()) == pytest.approx(float(loss.detach()), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["2af", "dms", "cxt"])
+def test_accuracy_over_decision_steps_equals_the_whole_trial_average(name):
+    """The choice is read from the decision steps only: the same numbers as averaging the masked
+    outputs over the whole trial (the other steps add exact zeros), on noisy outputs."""
+    from biorules import tasks
+
+    task = make_task(name)
+    batch = task.batch(300, 1)
+    y = task.ideal(batch) + np.random.default_rng(2).normal(0.0, 40.0, (*batch.x.shape[:2], task.n_out))
+    dec = batch.decision.astype(np.float64)
+    mean = (y * dec[..., None]).sum(axis=0) / dec.sum(axis=0)[:, None]
+    want = float(np.mean(1 + np.argmax(mean[:, 1:3], axis=1) == batch.trials["choice"]))
+    assert task.accuracy(y, batch) == want and 0.3 < want < 0.95
+    first = task.ceiling(2048, 5)
+    assert tasks._CEILINGS[(task, 2048, 5)] == first == task.ceiling(2048, 5)
+    assert first == float(task.accuracy(task.ideal(task.batch(2048, 5)), task.batch(2048, 5)))
