@@ -43,7 +43,7 @@ def _positive(a: Any):
 
 
 FAST_TANH_MIN = 16384
-"""Elements from which a float32 CPU tensor takes the expm1 form of tanh (below, its four calls
+"""Elements from which a float32 CPU tensor takes the expm1 form of tanh (below, its five calls
 cost more than torch's one) [1]."""
 
 
