@@ -198,17 +198,17 @@ class _OuterSum:
         self.pre: list[torch.Tensor] = []
 
     def add(self, post: torch.Tensor, pre: torch.Tensor) -> None:
-        """post (..., B, N, k), pre (..., B, M, k) (or (..., B, M): the same factor for every i)."""
+        """post (..., B, k, N), pre (..., B, k, M) (or (..., B, M): the same factor for every i)."""
         self.post.append(post)
-        self.pre.append(pre if pre.dim() == post.dim() else pre.unsqueeze(-1).expand(*pre.shape, post.shape[-1]))
+        self.pre.append(pre if pre.dim() == post.dim() else pre.unsqueeze(-2).expand(*post.shape[:-1], pre.shape[-1]))
         if len(self.post) == _CHUNK:
             self.flush()
 
     def flush(self) -> torch.Tensor:
         if self.post:
-            P = torch.cat(self.post, dim=-3).movedim(-1, -3).transpose(-1, -2)  # (..., k, N, steps·B)
-            R = torch.cat(self.pre, dim=-3).movedim(-1, -3)  # (..., k, steps·B, M)
-            self.total += P @ R
+            P = torch.cat(self.post, dim=-3).movedim(-2, -3)  # (..., k, steps·B, N)
+            R = torch.cat(self.pre, dim=-3).movedim(-2, -3)  # (..., k, steps·B, M)
+            self.total += P.mT @ R
             self.post, self.pre = [], []
         return self.total
 
@@ -223,8 +223,8 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
     eprop = cfg.mode == "eprop"
     n_in = model.U.shape[-1]
     state = RateState(a0.clone(), nl.phi(a0))
-    Q = q0.unsqueeze(-3).expand(*lead, B, N, k).clone()
-    logs = a0.new_zeros((*lead, k))
+    Q = q0.mT.unsqueeze(-3).expand(*lead, B, k, N).clone()  # the basis by rows: Q[..., b, i] = q_i
+    radii = []  # |R_t,ii| of the accumulated steps, (..., B, k) each; their logs are summed once
     E_loc = _OuterSum((*lead, k, N, N), a0)  # Σ_t q_{t+1,i} (ψ_t ⊙ q̃_{t,i})ᵀ
     if eprop:
         E_w, E_u = _OuterSum((*lead, k, N, N), a0), _OuterSum((*lead, k, N, n_in), a0)
@@ -233,7 +233,7 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
         eps_x = a0.new_zeros((*lead, B, n_in))
         eps_1 = 0.0
     for t in range(cfg.transient + T):
-        a, h = state
+        h = state.h
         psi = nl.dphi_h(h)  # φ'(a_t) from h_t = φ(a_t), the same numbers
         M = tangent_map(W, alpha, psi, Q)
         if t >= cfg.transient:
@@ -241,28 +241,29 @@ def _forward_rules(model: Any, cfg: FlossConfig, a0, q0, inputs) -> FlossResult:
                 Qn, r = qr_step(M)
                 Qt = Q / r.unsqueeze(-1)  # Q̃_t = Q_t R_t⁻¹
             else:
-                Qn, R = torch.linalg.qr(M)
-                r = torch.diagonal(R, dim1=-2, dim2=-1)
-                Qt = torch.linalg.solve_triangular(R, Q, upper=True, left=False)
-            logs += torch.log(torch.abs(r)).sum(-2)
-            E_loc.add(Qn, psi.unsqueeze(-1) * Qt)
-            if eprop:
-                ell = nl.d2phi(a).unsqueeze(-1) * Qt * torch.einsum("...nm,...bni->...bmi", W, Qn)  # ℓ/α
+                Qc, R = torch.linalg.qr(M.mT)
+                Qn, r = Qc.mT, torch.diagonal(R, dim1=-2, dim2=-1)
+                Qt = torch.linalg.solve_triangular(R, Q.mT, upper=True, left=False).mT
+            radii.append(r)
+            E_loc.add(Qn, psi.unsqueeze(-2) * Qt)
+            if eprop:  # ℓ/α = φ''(a_t) ⊙ q̃_{t,i} ⊙ (Wᵀ q_{t+1,i}), the rows of Q_{t+1} W
+                WtQ = (Qn.reshape(*lead, B * k, N) @ W).reshape(Qn.shape)
+                ell = nl.d2phi_h(h).unsqueeze(-2) * Qt * WtQ
                 E_w.add(ell, eps_h)
                 if inputs is not None:
                     E_u.add(ell, eps_x)
-                E_b += ell.sum(-3).transpose(-1, -2) * eps_1
+                E_b += ell.sum(-3) * eps_1
         else:
             Qn = qr_step(M)[0]
         Q = Qn
         x = None if inputs is None else inputs[t]
         if eprop:  # eligibility of a_{t+1}: ε_{t+1} = (1−α)ε_t + α·(presynaptic factor at t)
-            eps_h = (1 - alpha) * eps_h + alpha * h
+            eps_h = eps_h.lerp(h, alpha)
             if x is not None:
-                eps_x = (1 - alpha) * eps_x + alpha * x
+                eps_x = eps_x.lerp(x, alpha)
             eps_1 = (1 - alpha) * eps_1 + alpha
         state = model.step(state, x)
-    lam = logs / (B * T)
+    lam = torch.log(torch.abs(torch.stack(radii))).sum((0, -2)) / (B * T)
     coef = (2.0 / k) * _side(lam, cfg) * (lam - cfg.target) * alpha / (B * T)  # ∂ℒ_f/∂λ̂_i × the 1/(BT) mean
     gW = torch.einsum("...i,...inm->...nm", coef, E_loc.flush())
     gU, gb = torch.zeros_like(model.U), torch.zeros_like(model.b)

@@ -658,21 +658,27 @@ def derived_quantities(lam: np.ndarray, complete: bool) -> dict[str, Any]:
 
 
 def tangent_map(W: torch.Tensor, alpha: float, psi: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
-    """D_t Q_t = (1−α) Q_t + α W (ψ_t ⊙ Q_t) for Q (..., B, N, k), as one (N×N)(N×Bk) product per member."""
-    *lead, B, N, k = Q.shape
-    X = (psi.unsqueeze(-1) * Q).movedim(-3, -2).reshape(*lead, N, B * k)
-    return (1 - alpha) * Q + alpha * (W @ X).reshape(*lead, N, B, k).movedim(-2, -3)
+    """D_t Q_t = (1−α) Q_t + α W (ψ_t ⊙ Q_t) for a basis stored by rows, Q (..., B, k, N) (row i is
+    q_i): (1−α) Q + α (ψ ⊙ Q) Wᵀ, one fused multiply-add of (B·k × N)(N × N) per member."""
+    import torch
+
+    *lead, B, k, N = Q.shape
+    rows = Q.reshape(*lead, B * k, N)
+    X = (psi.unsqueeze(-2) * Q).reshape(*lead, B * k, N)
+    fma = torch.addmm if W.ndim == 2 else torch.baddbmm
+    return fma(rows, X, W.mT, beta=1.0 - alpha, alpha=alpha).reshape(*lead, B, k, N)
 
 
 def qr_step(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q_{t+1}, diag R_t of D_t Q_t = Q_{t+1} R_t, batched (..., N, k); k = 1 is a normalisation."""
+    """Q_{t+1}, diag R_t of D_t Q_t = Q_{t+1} R_t for bases by rows, M (..., k, N) (Q_{t+1} by rows,
+    diag R_t (..., k)); k = 1 is a normalisation."""
     import torch
 
-    if M.shape[-1] == 1:
-        r = torch.linalg.vector_norm(M, dim=-2, keepdim=True)  # (..., 1, 1)
+    if M.shape[-2] == 1:
+        r = torch.linalg.vector_norm(M, dim=-1, keepdim=True)  # (..., 1, 1)
         return M / r, r[..., 0]
-    Q, R = torch.linalg.qr(M)
-    return Q, torch.diagonal(R, dim1=-2, dim2=-1)
+    Q, R = torch.linalg.qr(M.mT)
+    return Q.mT, torch.diagonal(R, dim1=-2, dim2=-1)
 
 
 def lyapunov_window(model: Any, a0: torch.Tensor, q0: torch.Tensor, transient: int, window: int,
@@ -690,7 +696,7 @@ def lyapunov_window(model: Any, a0: torch.Tensor, q0: torch.Tensor, transient: i
 
     alpha, nl = model.alpha, model.nl
     state = RateState(a0, nl.phi(a0))
-    Q = q0.unsqueeze(-3).expand(*a0.shape, q0.shape[-1])
+    Q = q0.mT.unsqueeze(-3).expand(*a0.shape[:-1], *q0.mT.shape[-2:])  # by rows, (..., B, k, N)
     total = torch.zeros(q0.shape[-1], dtype=a0.dtype, device=a0.device)
     for t in range(transient + window):
         Q, r = qr_step(tangent_map(model.W, alpha, nl.dphi(state.a), Q))
