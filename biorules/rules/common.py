@@ -102,10 +102,32 @@ def feedback(model: torch.nn.Module, kind: str, seed: int | tuple[int, ...]) -> 
         seeds = seed if isinstance(seed, tuple) else (seed,) * model.V.shape[0]
         if len(seeds) != model.V.shape[0]:
             raise InputError(f"a stack of {model.V.shape[0]} needs as many feedback seeds, got {len(seeds)}")
-        b = np.stack([feedback_matrix(n, n_out, int(s)) for s in seeds])
-    else:
-        b = feedback_matrix(n, n_out, int(seed))
-    return torch.as_tensor(b, dtype=model.V.dtype, device=model.V.device)
+    key = (n, n_out, tuple(int(s) for s in seeds) if model.V.ndim == 3 else int(seed), model.V.dtype, model.V.device)
+    b = _FEEDBACK.get(key)
+    if b is None:  # fixed for the run: drawn once, not at every update
+        if model.V.ndim == 3:
+            b = np.stack([feedback_matrix(n, n_out, s) for s in key[2]])
+        else:
+            b = feedback_matrix(n, n_out, key[2])
+        if len(_FEEDBACK) > 64:
+            _FEEDBACK.clear()
+        b = _FEEDBACK[key] = torch.as_tensor(b, dtype=model.V.dtype, device=model.V.device)
+    return b
+
+
+_FEEDBACK: dict[tuple, torch.Tensor] = {}
+"""Random feedback matrices drawn in this process, by (N, n_out, seeds, dtype, device); read only."""
+
+
+def outer_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_r a_r b_rᵀ over the rows r of a (..., R, n) and b (..., R, m), per member: (..., n, m).
+
+    The product runs with the narrower factor on the left, (bᵀa)ᵀ when m < n: for R = 1440 rows,
+    (3 × R)(R × 64) is ~4x faster than (64 × R)(R × 3) on the CPU, for the same sum.
+    """
+    if b.shape[-1] < a.shape[-1]:
+        return (b.swapaxes(-1, -2) @ a).swapaxes(-1, -2)
+    return a.swapaxes(-1, -2) @ b
 
 
 def mask_recurrent(model: torch.nn.Module, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -199,6 +221,8 @@ def online_pass(model: torch.nn.Module, batch: Any, task: Any, B: torch.Tensor, 
         grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
         now = grads if apply is None else {n: torch.zeros_like(p) for n, p in model.named_parameters()}
         active = loss_steps(batch)
+        errors = getattr(task, "step_errors", None)
+        errors = (lambda y, t: task.output_error(y[None], batch, slice(t, t + 1))) if errors is None else errors(batch, x)
         ys = x.new_empty((*x.shape[:-1], model.V.shape[-2]))  # y_1..y_T, O(T·n_out)
         loss = x.new_zeros(() if getattr(model, "members", None) is None else (model.members,))
         for t in range(x.shape[0]):
@@ -210,7 +234,7 @@ def online_pass(model: torch.nn.Module, batch: Any, task: Any, B: torch.Tensor, 
             ys[t] = y
             if not active[t]:
                 continue  # e_t = 0: nothing to learn at this step
-            part, e = task.output_error(y[None], batch, slice(t, t + 1))
+            part, e = errors(y, t)
             e = e[0]
             learn(now, trace, state, e @ B.swapaxes(-1, -2), t + 1)
             now["V"] += e.swapaxes(-1, -2) @ r

@@ -45,6 +45,7 @@ from biorules.rules.common import (
     model_step,
     noise,
     online_pass,
+    outer_sum,
     time_major,
     trials,
     zero_state,
@@ -103,9 +104,10 @@ class RFLO:
             x, eta = inputs(model, batch), noise(model, batch)
             start = zero_state(model, x.shape[-2])
             _, states = simulate(model_step(model, self.form), start, x, noise=eta)
-            # recorded member-major, (..., T, B, N): each sum over (t, trial) is one batched product
-            h = torch.stack([st.h for st in states], dim=-3)
-            h_prev = torch.cat([start.h.unsqueeze(-3), h[..., :-1, :, :]], dim=-3)
+            # recorded member-major, (..., T + 1, B, N) with h_0 first: each sum over (t, trial)
+            # is one batched product, h_1..h_T and h_0..h_{T−1} are views of one copy
+            hs = torch.stack([start.h, *(st.h for st in states)], dim=-3)
+            h, h_prev = hs[..., 1:, :, :], hs[..., :-1, :, :]
             if self.form == "a":
                 psi = model.nl.dphi_h(h)  # φ'(a_t) from h_t = φ(a_t)
             else:
@@ -113,23 +115,25 @@ class RFLO:
             steps = h.shape[-3:-1]  # (T, B)
             y = time_major(affine(trials(h), model.V, model.c).unflatten(-2, steps))
             loss, e = task.output_error(y, batch)
-            e_m = trials(member_major(e))
+            e_m = trials(member_major(e)).contiguous()
             B = feedback(model, self.feedback, self.feedback_seed)
             L = (e_m @ B.swapaxes(-1, -2)).unflatten(-2, steps)  # B e_t, 0 off loss steps
-            g = trials(alpha * psi * member_major(backward_filter(time_major(L), 1.0 - alpha)))
-            grads = {
-                "W": g.swapaxes(-1, -2) @ trials(h_prev),
-                "U": g.swapaxes(-1, -2) @ trials(member_major(x)),
-                "b": g.sum(-2),
-                "V": e_m.swapaxes(-1, -2) @ trials(h),
-                "c": e.sum(0).sum(-2),
-            }
+            grads = {}
             if model.a0 is not None:  # Σ_t (1−α)^t g_t, through the leak alone (as in run)
                 psi_t, L_t = time_major(psi), time_major(L)
                 leak = (1.0 - alpha) ** torch.arange(1, len(L_t) + 1, dtype=L.dtype, device=L.device)
                 grads["a0"] = torch.einsum("t,t...bj->...j", leak, psi_t * L_t if self.form == "a" else L_t)
                 if self.form == "r":
                     grads["a0"] = grads["a0"] * dphi(model.a0)
+            # α ψ ⊙ L̃ in place of ψ (two passes over the trial, no new arrays)
+            g = trials(psi.mul_(alpha).mul_(member_major(backward_filter(time_major(L), 1.0 - alpha))))
+            grads.update({
+                "W": outer_sum(g, trials(h_prev)),
+                "U": outer_sum(g, trials(member_major(x))),
+                "b": g.sum(-2),
+                "V": outer_sum(e_m, trials(h)),
+                "c": e.sum(0).sum(-2),
+            })
         return GradResult(mask_recurrent(model, grads), y, loss)
 
     def run(self, model: torch.nn.Module, batch: Any, task: Any, *,

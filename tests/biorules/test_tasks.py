@@ -175,3 +175,37 @@ def test_accuracy_over_decision_steps_equals_the_whole_trial_average(name):
     first = task.ceiling(2048, 5)
     assert tasks._CEILINGS[(task, 2048, 5)] == first == task.ceiling(2048, 5)
     assert first == float(task.accuracy(task.ideal(task.batch(2048, 5)), task.batch(2048, 5)))
+
+
+@pytest.mark.parametrize("name", ["2af", "dms", "cxt", "xor", "sine"])
+def test_stacked_metric_and_errors_are_each_members_own(name):
+    """A stack's accuracy (one vectorised call for the classification tasks) and its per-step
+    errors (``step_errors``, the batch converted once) equal each member's alone, to the bit."""
+    from biorules.tasks import stack_batches
+
+    task = make_task(name)
+    batches = [task.batch(40, s) for s in range(3)]
+    batch = stack_batches(batches)
+    y = np.random.default_rng(3).normal(0.0, 3.0, (*batch.x.shape[:3], task.n_out))
+    want = [task.accuracy(y[:, s], batches[s]) for s in range(3)]
+    np.testing.assert_array_equal(task.accuracy(y, batch), want)
+    y = torch.as_tensor(y)
+    errors = task.step_errors(batch, y)
+    for t in (0, task.n_steps // 2, task.n_steps - 1):
+        part, e = errors(y[t], t)
+        ref_part, ref_e = task.output_error(y[t:t + 1], batch, slice(t, t + 1))
+        assert torch.equal(part, ref_part) and torch.equal(e, ref_e)
+        for s in range(3):
+            alone = task.output_error(y[t:t + 1, s], batches[s], slice(t, t + 1))
+            assert torch.equal(e[:, s], alone[1]) and part[s] == alone[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cross_entropy_over_the_outer_axis_is_the_last_axis_formula_to_the_bit(dtype):
+    task = make_task("dms")
+    y = torch.as_tensor(np.random.default_rng(4).normal(0.0, 5.0, (7, 3, 16, 3)), dtype=dtype)
+    k = torch.as_tensor(np.random.default_rng(5).integers(0, 3, (7, 3, 16)))
+    logp = torch.log_softmax(y, dim=-1)
+    elem, grad = task._terms(y, k)
+    assert torch.equal(elem, -logp.gather(-1, k[..., None])[..., 0])
+    assert torch.equal(grad, logp.exp() - torch.nn.functional.one_hot(k, 3).to(dtype))
