@@ -48,8 +48,8 @@ Subclassing :class:`Task` gives all but ``batch``, ``_terms`` (ℓ and ∂ℓ/�
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
