@@ -34,6 +34,7 @@ import torch
 
 from biorules.errors import InputError
 from biorules.lyapunov import lyapunov_window, qr_step, tangent_map
+from biorules.optim import Adam
 
 MODES = ("exact", "local", "eprop")
 SIDES = ("both", "below", "above")
@@ -305,8 +306,7 @@ class Flosser:
         self.model = model
         self.cfg = cfg.resolved(model.n)
         self.seeds = _seeds(model, self.cfg, seeds)
-        self.optimizer = torch.optim.Adam([getattr(model, p) for p in FLOSSED], lr=self.cfg.lr,
-                                          betas=(0.9, 0.999))
+        self.optimizer = Adam([getattr(model, p) for p in FLOSSED], lr=self.cfg.lr, betas=(0.9, 0.999))
         self.steps_done = 0
 
     def step(self, inputs: torch.Tensor | None = None) -> FlossResult:

@@ -450,8 +450,9 @@ class _Run:
         W0, U0 = net.W.detach().clone(), net.U.detach().clone()
         initial = network_weights(net)
         lam_before, sem_before = self._spectra()
-        opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
-        opt = opt_cls(net.parameters(), lr=cfg.lr, **({"betas": (0.9, 0.999)} if cfg.optimizer == "adam" else {}))
+        from biorules.optim import SGD, Adam
+
+        opt = Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999)) if cfg.optimizer == "adam" else SGD(net.parameters(), lr=cfg.lr)
         dale = any(getattr(p, "init", None) == "dale" for p in self.members) and cfg.enforce_dale
         dale_sign = torch.sign(W0) if dale else None
 
