@@ -49,7 +49,11 @@ from biorules.rules.common import (
     forward,
     inputs,
     mask_recurrent,
+    member_major,
     online_pass,
+    outer_sum,
+    time_major,
+    trials,
     zero_state,
 )
 
@@ -177,32 +181,39 @@ class Eprop:
         """
         if check_kind(model, self.name, self.kinds) != "lif":
             raise InputError("Eprop.summed is the LIF network's batch gradient; the rate network uses run")
-        from biorules.spiking import stack_states
+        from biorules.spiking import LIFState
 
         p, n = model.step_params, model.n
         with torch.no_grad():
             x = inputs(model, batch)
             start = zero_state(model, x.shape[-2])
             _, states = simulate(model.step, start, x)
-            z = torch.stack([st.z for st in states])
-            r = torch.stack([st.r for st in states])
-            psi = model.psi(stack_states(states))  # ψ_t, (T, ..., B, N)
-            ones = x.new_ones((*x.shape[:-1], 1))
-            pre = torch.cat([torch.cat([start.z[None], z[:-1]]), x, ones], dim=-1)  # z_{t−1}, x_t, 1
+            # recorded member-major, (..., T, B, ·): each sum over (step, trial) is one batched product
+            z_prev = torch.stack([start.z, *(st.z for st in states[:-1])], dim=-3)  # z_{t−1}
+            r = torch.stack([st.r for st in states], dim=-3)
+            v_pre = torch.stack([st.v_pre for st in states], dim=-3)
+            psi = model.psi(LIFState(None, None, None, r, v_pre))  # ψ_t, from ṽ_t alone
+            x_m = member_major(x)
+            pre = torch.cat([z_prev, x_m, x_m.new_ones((*x_m.shape[:-1], 1))], dim=-1)  # z_{t−1}, x_t, 1
             eps = torch.empty_like(pre)
-            e_v, e_i = torch.zeros_like(pre[0]), torch.zeros_like(pre[0])
+            e_v, e_i = torch.zeros_like(pre[..., 0, :, :]), torch.zeros_like(pre[..., 0, :, :])
             leak_m, a_m, leak_s = (scalar(v, pre) for v in (1.0 - p.alpha_m, p.alpha_m, 1.0 - p.alpha_s))
-            for t in range(len(pre)):  # ε_t (box) or ε^v_t (current), O(P) per trial and step
+            for t in range(pre.shape[-3]):  # ε_t (box) or ε^v_t (current), O(P) per trial and step
                 if p.cell == "box":
-                    e_v = torch.add(leak_m * e_v, a_m * pre[t], out=eps[t])
+                    e_v = torch.add(leak_m * e_v, a_m * pre[..., t, :, :], out=eps[..., t, :, :])
                 else:
-                    e_v, e_i = torch.add(leak_m * e_v, a_m * e_i, out=eps[t]), leak_s * e_i + pre[t]
-            y = model.readout(r)
+                    e_v = torch.add(leak_m * e_v, a_m * e_i, out=eps[..., t, :, :])
+                    e_i = leak_s * e_i + pre[..., t, :, :]
+            steps = r.shape[-3:-1]  # (T, B)
+            y = model.readout(time_major(r))
             loss, e = task.output_error(y, batch)
-            L = e @ self.feedback_matrix(model).swapaxes(-1, -2)  # B e_t, 0 off loss steps
-            G = torch.einsum("t...bj,t...bp->...jp", (1.0 - p.kappa) * psi * backward_filter(L, p.kappa), eps)
+            e_m = trials(member_major(e)).contiguous()
+            L = (e_m @ self.feedback_matrix(model).swapaxes(-1, -2)).unflatten(-2, steps)  # B e_t, 0 off loss steps
+            # (1−κ) ψ ⊙ L̃ in place of ψ
+            g = trials(psi.mul_(1.0 - p.kappa).mul_(member_major(backward_filter(time_major(L), p.kappa))))
+            G = outer_sum(g, trials(eps))
             grads = {"W": G[..., :n], "U": G[..., n:-1], "b": G[..., -1],
-                     "V": torch.einsum("t...bo,t...bn->...on", e, r), "c": e.sum(0).sum(-2)}
+                     "V": outer_sum(e_m, trials(r)), "c": e.sum(0).sum(-2)}
         return GradResult(mask_recurrent(model, grads), y, loss)
 
     def feedback_matrix(self, model: torch.nn.Module) -> torch.Tensor:
