@@ -41,17 +41,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
-from norse.torch.functional.heaviside import heaviside
-from norse.torch.functional.leaky_integrator_box import LIBoxParameters
-from norse.torch.functional.threshold import threshold
 from torch import nn
 
 from biorules.errors import InputError
 from biorules.network import _drive, affine, scalar, simulate
+
+if TYPE_CHECKING:  # norse is imported where a surrogate gradient or its records are used (0.6 s)
+    from norse.torch.functional.leaky_integrator_box import LIBoxParameters
 
 SURROGATES = ("triangle", "superspike")
 CELLS = ("box", "current")
@@ -130,6 +130,8 @@ class LIFParams:
 
     def norse_params(self) -> LIBoxParameters:
         """norse's record for the subthreshold membrane integration (τ_m in ms, v_leak = 0)."""
+        from norse.torch.functional.leaky_integrator_box import LIBoxParameters
+
         return LIBoxParameters(tau_mem_inv=1.0 / self.tau_mem, v_leak=0.0)
 
     def to_attrs(self) -> dict[str, Any]:
@@ -193,6 +195,8 @@ class _SuperSpike(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, beta: float) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.beta = beta
+        from norse.torch.functional.heaviside import heaviside
+
         return heaviside(x)
 
     @staticmethod
@@ -207,6 +211,8 @@ def spike(v_pre: torch.Tensor, params: LIFParams) -> torch.Tensor:
     if not (torch.is_grad_enabled() and v_pre.requires_grad):  # H(ṽ − v_th) = H((ṽ − v_th)/v_th), v_th > 0
         return torch.gt(v_pre, scalar(params.v_th, v_pre), out=torch.empty_like(v_pre))
     if params.surrogate == "triangle":
+        from norse.torch.functional.threshold import threshold
+
         return threshold((v_pre - params.v_th) / params.v_th, "triangle", params.gamma)
     return _SuperSpike.apply(v_pre - params.v_th, params.beta)
 
