@@ -19,13 +19,15 @@ from collections.abc import Iterable
 
 import torch
 
+from biorules.errors import InputError
+
 
 class SGD:
     """p ← p − lr · g for every parameter with a gradient."""
 
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float):
         if lr < 0:
-            raise ValueError(f"learning rate must be non-negative, got {lr}")
+            raise InputError(f"learning rate must be non-negative, got {lr}")
         self.params = list(params)
         self.lr = float(lr)
 
@@ -52,7 +54,7 @@ class Adam(SGD):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, lr)
         if not all(0.0 <= b < 1.0 for b in betas) or eps < 0:
-            raise ValueError(f"Adam needs 0 <= betas < 1 and eps >= 0, got betas={betas}, eps={eps}")
+            raise InputError(f"Adam needs 0 <= betas < 1 and eps >= 0, got betas={betas}, eps={eps}")
         self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
         self.t = [0] * len(self.params)
         self.m = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from biorules.errors import InputError
 from biorules.optim import SGD, Adam
 
 
@@ -40,7 +41,7 @@ def test_sgd_equals_torch(dtype):
 
 def test_bad_settings_raise():
     p = [torch.nn.Parameter(torch.zeros(2))]
-    with pytest.raises(ValueError, match="learning rate"):
+    with pytest.raises(InputError, match="learning rate"):
         SGD(p, lr=-1.0)
-    with pytest.raises(ValueError, match="betas"):
+    with pytest.raises(InputError, match="betas"):
         Adam(p, betas=(1.0, 0.9))
